@@ -1,0 +1,404 @@
+//! The `llm-forward.yaml` schema, its defaults and its validation.
+//!
+//! One schema serves both sides: the gateway reads it (YAML + environment) to render Envoy's
+//! bootstrap, and the filter receives the part it needs ([`FilterConfig`]) as JSON plugin config.
+//! Validation turns a raw [`Config`] into a checked one and names the field path of every problem,
+//! so a typo fails at startup with `routes[1].base_url: …` instead of misbehaving later.
+
+use crate::url::BaseUrl;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A configuration problem, located by the JSON-path-like name of the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError { path: path.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The whole gateway configuration, as written in `llm-forward.yaml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    /// Folder for access and chat logs.
+    pub log_dir: String,
+    pub routes: Vec<RouteConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            log_dir: "Log".into(),
+            routes: vec![RouteConfig::new("/", "https://api.openai.com", RouteKind::Openai)],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Listener address; `0.0.0.0` like `aifd run`.
+    pub address: String,
+    pub port: u16,
+    /// Envoy admin port, always bound to 127.0.0.1.
+    pub admin_port: u16,
+    /// Envoy worker threads; 0 lets Envoy use one per core.
+    pub concurrency: u32,
+    /// Bytes Envoy buffers per connection (listener and clusters). Request bodies above it get 413.
+    pub buffer_limit_bytes: u32,
+    /// How many `X-Forwarded-For` hops in front of the gateway are trusted for the client address.
+    pub xff_num_trusted_hops: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            address: "0.0.0.0".into(),
+            port: 8000,
+            admin_port: 8001,
+            concurrency: 0,
+            buffer_limit_bytes: 32 * 1024 * 1024,
+            xff_num_trusted_hops: 0,
+        }
+    }
+}
+
+/// How a route's traffic is treated; same names and meaning as OpenAI-Forward's `type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteKind {
+    /// OpenAI-compatible API: JSON bodies of chat/completions/embeddings get LLM features.
+    Openai,
+    /// Any HTTP API, passed through.
+    General,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Path prefix, matched on segment boundaries (`/gen` matches `/gen/x`, never `/genx`).
+    pub route: String,
+    pub base_url: String,
+    #[serde(rename = "type", default = "default_kind")]
+    pub kind: RouteKind,
+    /// Seconds for the whole exchange, streams included (0 disables).
+    #[serde(default = "default_timeout")]
+    pub timeout: f64,
+    /// Seconds to establish the upstream connection.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: f64,
+    /// Seconds a stream may stay silent before it is cut (0 disables).
+    #[serde(default = "default_stream_idle_timeout")]
+    pub stream_idle_timeout: f64,
+    /// Retries after the first attempt on connect failure, reset, 502, 503 and 504.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+fn default_kind() -> RouteKind {
+    RouteKind::Openai
+}
+fn default_timeout() -> f64 {
+    600.0
+}
+fn default_connect_timeout() -> f64 {
+    10.0
+}
+fn default_stream_idle_timeout() -> f64 {
+    300.0
+}
+fn default_retries() -> u32 {
+    2
+}
+
+impl RouteConfig {
+    pub fn new(route: &str, base_url: &str, kind: RouteKind) -> Self {
+        RouteConfig {
+            route: route.into(),
+            base_url: base_url.into(),
+            kind,
+            timeout: default_timeout(),
+            connect_timeout: default_connect_timeout(),
+            stream_idle_timeout: default_stream_idle_timeout(),
+            retries: default_retries(),
+        }
+    }
+}
+
+/// A route after validation: normalised prefix, parsed URL and a stable name for stats and clusters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub prefix: String,
+    /// `root` for `/`, else the prefix with `/` turned into `_` (`/v1/gen` → `v1_gen`).
+    pub name: String,
+    pub upstream: BaseUrl,
+    pub kind: RouteKind,
+    pub timeout: f64,
+    pub connect_timeout: f64,
+    pub stream_idle_timeout: f64,
+    pub retries: u32,
+}
+
+/// A configuration that passed validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidConfig {
+    pub raw: Config,
+    pub routes: Vec<Route>,
+}
+
+/// Normalise a route prefix like OpenAI-Forward does: leading `/` added, trailing `/` removed,
+/// runs of `/` collapsed. `""` and `"/"` are the root.
+pub fn normalize_prefix(route: &str) -> String {
+    let parts: Vec<&str> = route.split('/').filter(|s| !s.is_empty()).collect();
+    format!("/{}", parts.join("/"))
+}
+
+fn route_name(prefix: &str) -> String {
+    let trimmed = prefix.trim_matches('/');
+    if trimmed.is_empty() {
+        "root".into()
+    } else {
+        trimmed.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+    }
+}
+
+fn check_seconds(path: String, value: f64, allow_zero: bool, errors: &mut Vec<ConfigError>) {
+    let ok = value.is_finite() && value >= 0.0 && (allow_zero || value > 0.0) && value <= 86_400.0;
+    if !ok {
+        let range = if allow_zero { "0 to 86400" } else { "more than 0, at most 86400" };
+        errors.push(ConfigError::new(path, format!("must be {range} seconds, got {value}")));
+    }
+}
+
+impl Config {
+    /// Parse the JSON form (the filter's plugin configuration), naming the field on type errors.
+    pub fn from_json(text: &[u8]) -> Result<Config, ConfigError> {
+        let mut de = serde_json::Deserializer::from_slice(text);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            ConfigError::new(path, e.inner().to_string())
+        })
+    }
+
+    /// Check every field; all problems are reported, not just the first.
+    pub fn validate(self) -> Result<ValidConfig, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        if self.server.port == 0 {
+            errors.push(ConfigError::new("server.port", "must be 1 to 65535"));
+        }
+        if self.server.admin_port == 0 || self.server.admin_port == self.server.port {
+            errors.push(ConfigError::new("server.admin_port", "must be 1 to 65535 and differ from server.port"));
+        }
+        if self.server.address.parse::<std::net::IpAddr>().is_err() {
+            errors.push(ConfigError::new("server.address", format!("`{}` is not an IP address", self.server.address)));
+        }
+        if self.server.buffer_limit_bytes < 64 * 1024 {
+            errors.push(ConfigError::new("server.buffer_limit_bytes", "must be at least 65536"));
+        }
+        if self.routes.is_empty() {
+            errors.push(ConfigError::new("routes", "at least one route is required"));
+        }
+        let mut routes: Vec<Route> = Vec::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let at = |field: &str| format!("routes[{i}].{field}");
+            if r.route.contains(['?', '#', '*', ' ']) {
+                errors.push(ConfigError::new(at("route"), format!("`{}` must be a plain path prefix", r.route)));
+                continue;
+            }
+            let prefix = normalize_prefix(&r.route);
+            if let Some(j) = routes.iter().position(|other| other.prefix == prefix) {
+                let what = if prefix == "/" { "only one root route (`/`) may exist".to_string() } else { format!("`{prefix}` is already used by routes[{j}]") };
+                errors.push(ConfigError::new(at("route"), what));
+            }
+            check_seconds(at("timeout"), r.timeout, true, &mut errors);
+            check_seconds(at("connect_timeout"), r.connect_timeout, false, &mut errors);
+            check_seconds(at("stream_idle_timeout"), r.stream_idle_timeout, true, &mut errors);
+            if r.retries > 10 {
+                errors.push(ConfigError::new(at("retries"), "at most 10"));
+            }
+            match BaseUrl::parse(&r.base_url) {
+                Ok(upstream) => routes.push(Route {
+                    name: route_name(&prefix),
+                    prefix,
+                    upstream,
+                    kind: r.kind,
+                    timeout: r.timeout,
+                    connect_timeout: r.connect_timeout,
+                    stream_idle_timeout: r.stream_idle_timeout,
+                    retries: r.retries,
+                }),
+                Err(e) => errors.push(ConfigError::new(at("base_url"), e)),
+            }
+        }
+        // Names become stat and cluster names; two prefixes may sanitise to the same name.
+        for i in 0..routes.len() {
+            if routes[..i].iter().any(|r| r.name == routes[i].name) {
+                let n = routes[i].name.clone();
+                routes[i].name = format!("{n}_{i}");
+            }
+        }
+        if errors.is_empty() {
+            Ok(ValidConfig { raw: self, routes })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// What the wasm filter receives as plugin configuration (JSON). Derived from the validated config
+/// by the gateway, so the filter never sees listener or process settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    pub routes: Vec<FilterRoute>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterRoute {
+    pub prefix: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: RouteKind,
+}
+
+impl FilterConfig {
+    pub fn from_valid(config: &ValidConfig) -> Self {
+        FilterConfig {
+            routes: config
+                .routes
+                .iter()
+                .map(|r| FilterRoute { prefix: r.prefix.clone(), name: r.name.clone(), kind: r.kind })
+                .collect(),
+        }
+    }
+
+    /// Parse and check the plugin configuration; the error names the field.
+    pub fn from_json(text: &[u8]) -> Result<FilterConfig, ConfigError> {
+        let mut de = serde_json::Deserializer::from_slice(text);
+        let config: FilterConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            ConfigError::new(if path == "." { String::new() } else { path }, e.inner().to_string())
+        })?;
+        for (i, r) in config.routes.iter().enumerate() {
+            if normalize_prefix(&r.prefix) != r.prefix {
+                return Err(ConfigError::new(format!("routes[{i}].prefix"), "must be normalised (`/a/b`)"));
+            }
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors_of(config: Config) -> Vec<String> {
+        config.validate().err().unwrap_or_default().into_iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn default_forwards_root_to_openai() {
+        let valid = Config::default().validate().unwrap();
+        assert_eq!(valid.routes.len(), 1);
+        assert_eq!(valid.routes[0].prefix, "/");
+        assert_eq!(valid.routes[0].name, "root");
+        assert_eq!(valid.routes[0].upstream.host, "api.openai.com");
+        assert_eq!(valid.raw.server.port, 8000);
+    }
+
+    #[test]
+    fn prefixes_are_normalised() {
+        assert_eq!(normalize_prefix("gemini/"), "/gemini");
+        assert_eq!(normalize_prefix("//a//b/"), "/a/b");
+        assert_eq!(normalize_prefix("/"), "/");
+        assert_eq!(normalize_prefix(""), "/");
+    }
+
+    #[test]
+    fn two_roots_are_rejected_with_the_field_path() {
+        let mut c = Config::default();
+        c.routes.push(RouteConfig::new("/", "http://127.0.0.1:9000", RouteKind::General));
+        assert_eq!(errors_of(c), vec!["routes[1].route: only one root route (`/`) may exist"]);
+    }
+
+    #[test]
+    fn duplicate_prefix_after_normalisation_is_rejected() {
+        let mut c = Config::default();
+        c.routes.push(RouteConfig::new("/gen", "http://127.0.0.1:9000", RouteKind::General));
+        c.routes.push(RouteConfig::new("gen/", "http://127.0.0.1:9001", RouteKind::General));
+        assert_eq!(errors_of(c), vec!["routes[2].route: `/gen` is already used by routes[1]"]);
+    }
+
+    #[test]
+    fn every_bad_field_is_reported() {
+        let mut c = Config::default();
+        c.server.address = "localhost:1".into();
+        c.routes[0].base_url = "api.openai.com".into();
+        c.routes[0].connect_timeout = 0.0;
+        let errs = errors_of(c);
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(errs.iter().any(|e| e.starts_with("server.address:")));
+        assert!(errs.iter().any(|e| e.starts_with("routes[0].base_url:")));
+        assert!(errs.iter().any(|e| e.starts_with("routes[0].connect_timeout:")));
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_naming_the_path() {
+        let err = Config::from_json(br#"{"routes":[{"route":"/","base_url":"http://x","typo":1}]}"#).unwrap_err();
+        assert_eq!(err.path, "routes[0].typo");
+        assert!(err.message.contains("typo"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_path() {
+        let err = Config::from_json(br#"{"server":{"port":"eighty"}}"#).unwrap_err();
+        assert_eq!(err.path, "server.port");
+    }
+
+    #[test]
+    fn route_names_are_unique_and_safe() {
+        let mut c = Config::default();
+        c.routes.push(RouteConfig::new("/a.b", "http://127.0.0.1:1", RouteKind::General));
+        c.routes.push(RouteConfig::new("/a_b", "http://127.0.0.1:2", RouteKind::General));
+        let v = c.validate().unwrap();
+        let names: Vec<&str> = v.routes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, vec!["root", "a_b", "a_b_2"]);
+    }
+
+    #[test]
+    fn filter_config_round_trips_through_json() {
+        let mut c = Config::default();
+        c.routes.push(RouteConfig::new("/gemini", "https://generativelanguage.googleapis.com", RouteKind::General));
+        let fc = FilterConfig::from_valid(&c.validate().unwrap());
+        let json = serde_json::to_vec(&fc).unwrap();
+        assert_eq!(FilterConfig::from_json(&json).unwrap(), fc);
+    }
+
+    #[test]
+    fn filter_config_rejects_unnormalised_prefix() {
+        let err = FilterConfig::from_json(br#"{"routes":[{"prefix":"/a/","name":"a","type":"openai"}]}"#).unwrap_err();
+        assert_eq!(err.path, "routes[0].prefix");
+    }
+}

@@ -1,0 +1,9 @@
+//! llm-forward-core: everything llm-forward decides that can be decided in plain Rust.
+//!
+//! No proxy-wasm and no I/O here: the wasm filter and the native gateway both call into this crate,
+//! and every rule is unit-tested natively.
+
+pub mod config;
+pub mod errors;
+pub mod routing;
+pub mod url;
