@@ -5,5 +5,12 @@
 
 pub mod config;
 pub mod errors;
+pub mod limits;
 pub mod routing;
+pub mod sse;
+pub mod answer;
 pub mod url;
+pub mod cidr;
+pub mod models;
+pub mod secret;
+pub mod cache_key;

@@ -1,1 +1,99 @@
-fn main(){}
+//! `llm-forward` command line.
+
+use clap::{Parser, Subcommand};
+use llm_forward_gateway::{config_file, render, run};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "llm-forward", version, about = "An LLM API forwarding gateway inside Envoy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Render the Envoy config, start Envoy with the filter, print the banner, supervise.
+    Run {
+        /// Config file (default: ./llm-forward.yaml when present, else built-in defaults).
+        #[arg(short, long, env = "LLM_FORWARD_CONFIG")]
+        config: Option<PathBuf>,
+        /// The filter's .wasm (default: next to this binary or the workspace build output).
+        #[arg(long)]
+        wasm: Option<PathBuf>,
+        /// Serve every route from a built-in mock OpenAI upstream (try it offline).
+        #[arg(long)]
+        demo: bool,
+        /// Echo Envoy's log lines.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Print the Envoy bootstrap YAML for a config.
+    Render {
+        #[arg(short, long, env = "LLM_FORWARD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Path of the .wasm as written into the config.
+        #[arg(long, default_value = "/etc/llm-forward/llm_forward_filter.wasm")]
+        wasm_path: String,
+        /// Access-log folder as written into the config (default: the config's log_dir).
+        #[arg(long)]
+        log_dir: Option<String>,
+        /// CA bundle for https upstreams (default: the first one found on this machine).
+        #[arg(long)]
+        ca_bundle: Option<String>,
+    },
+    /// Run only the mock OpenAI-compatible upstream (for demos and benchmarks).
+    Mock {
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("llm-forward: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = match cli.command {
+        Command::Run { config, wasm, demo, verbose } => {
+            runtime.block_on(run::run(run::RunOptions { config, wasm, demo, verbose }))
+        }
+        Command::Render { config, wasm_path, log_dir, ca_bundle } => {
+            let env = |k: &str| std::env::var(k).ok();
+            let path = config_file::resolve_path(config.as_deref());
+            match config_file::load(path.as_deref(), &env) {
+                Ok(valid) => {
+                    let options = render::RenderOptions {
+                        wasm_path,
+                        log_dir: log_dir.unwrap_or_else(|| valid.raw.log_dir.clone()),
+                        ca_bundle: ca_bundle.unwrap_or_else(render::default_ca_bundle),
+                    };
+                    print!("{}", render::to_yaml(&render::bootstrap(&valid, &options)));
+                    0
+                }
+                Err(errors) => {
+                    eprintln!("llm-forward: invalid configuration:\n  {}", errors.join("\n  "));
+                    1
+                }
+            }
+        }
+        Command::Mock { listen } => runtime.block_on(async move {
+            match llm_forward_gateway::mock::MockUpstream::start(listen).await {
+                Ok(mock) => {
+                    println!("mock upstream listening on {}", mock.base_url());
+                    let _ = tokio::signal::ctrl_c().await;
+                    0
+                }
+                Err(e) => {
+                    eprintln!("llm-forward: cannot start the mock upstream on {listen}: {e}");
+                    1
+                }
+            }
+        }),
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,155 @@
+//! Loading `llm-forward.yaml` and applying environment overrides.
+//!
+//! Order, later wins: built-in defaults → the YAML file → environment variables. The environment
+//! lets containers and `.env` users change a deployment without editing the file.
+
+use llm_forward_core::config::{normalize_prefix, Config, ConfigError, RouteConfig, RouteKind, ValidConfig};
+use std::path::{Path, PathBuf};
+
+/// The file `run` and `render` read when `--config` is not given and it exists in the working folder.
+pub const DEFAULT_CONFIG_FILE: &str = "llm-forward.yaml";
+
+/// Parse YAML text into a [`Config`], naming the field path on errors.
+pub fn parse_yaml(text: &str) -> Result<Config, ConfigError> {
+    if text.trim().is_empty() {
+        return Ok(Config::default());
+    }
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        ConfigError::new(path, e.inner().to_string())
+    })
+}
+
+/// Where the config comes from: an explicit path, else `./llm-forward.yaml` when present, else defaults.
+pub fn resolve_path(explicit: Option<&Path>) -> Option<PathBuf> {
+    match explicit {
+        Some(p) => Some(p.to_path_buf()),
+        None => {
+            let p = PathBuf::from(DEFAULT_CONFIG_FILE);
+            p.exists().then_some(p)
+        }
+    }
+}
+
+/// Read the file (if any), apply `env`, validate. Errors are printable lines.
+pub fn load(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<ValidConfig, Vec<String>> {
+    let mut config = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| vec![format!("cannot read {}: {e}", p.display())])?;
+            parse_yaml(&text).map_err(|e| vec![format!("{}: {e}", p.display())])?
+        }
+        None => Config::default(),
+    };
+    apply_env(&mut config, env).map_err(|e| vec![e.to_string()])?;
+    config.validate().map_err(|errs| errs.into_iter().map(|e| e.to_string()).collect())
+}
+
+/// Environment variables that override the file. Documented in the README's config reference.
+pub fn apply_env(config: &mut Config, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    fn number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConfigError> {
+        value.trim().parse().map_err(|_| ConfigError::new(name, format!("`{value}` is not a valid number")))
+    }
+    if let Some(v) = env("LLM_FORWARD_ADDRESS") {
+        config.server.address = v.trim().to_string();
+    }
+    if let Some(v) = env("LLM_FORWARD_PORT") {
+        config.server.port = number("LLM_FORWARD_PORT", &v)?;
+    }
+    if let Some(v) = env("LLM_FORWARD_ADMIN_PORT") {
+        config.server.admin_port = number("LLM_FORWARD_ADMIN_PORT", &v)?;
+    }
+    if let Some(v) = env("LLM_FORWARD_CONCURRENCY") {
+        config.server.concurrency = number("LLM_FORWARD_CONCURRENCY", &v)?;
+    }
+    if let Some(v) = env("LLM_FORWARD_LOG_DIR") {
+        config.log_dir = v;
+    }
+    // OpenAI-Forward's own names, with their documented meaning.
+    if let Some(v) = env("FORWARD_CONFIG") {
+        config.routes = parse_forward_config(&v)?;
+    }
+    if let Some(v) = env("TIMEOUT") {
+        let seconds: f64 = number("TIMEOUT", &v)?;
+        for r in &mut config.routes {
+            r.connect_timeout = seconds;
+        }
+    }
+    Ok(())
+}
+
+/// OpenAI-Forward's `FORWARD_CONFIG`: a JSON list of `{base_url, route, type}`.
+pub fn parse_forward_config(text: &str) -> Result<Vec<RouteConfig>, ConfigError> {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        base_url: String,
+        route: String,
+        #[serde(rename = "type", default = "openai")]
+        kind: RouteKind,
+    }
+    fn openai() -> RouteKind {
+        RouteKind::Openai
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let entries: Vec<Entry> = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| ConfigError::new(format!("FORWARD_CONFIG{}", e.path()), e.inner().to_string()))?;
+    Ok(entries.into_iter().map(|e| RouteConfig::new(&normalize_prefix(&e.route), &e.base_url, e.kind)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k: &str| map.get(k).cloned()
+    }
+
+    #[test]
+    fn yaml_with_routes_parses() {
+        let c = parse_yaml(
+            "server:\n  port: 9000\nroutes:\n  - route: /\n    base_url: https://api.openai.com\n  - route: /gemini\n    base_url: https://generativelanguage.googleapis.com\n    type: general\n    retries: 0\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.port, 9000);
+        assert_eq!(c.routes.len(), 2);
+        assert_eq!(c.routes[1].kind, RouteKind::General);
+        assert_eq!(c.routes[1].retries, 0);
+        assert_eq!(c.routes[0].timeout, 600.0);
+    }
+
+    #[test]
+    fn yaml_errors_name_the_field() {
+        let err = parse_yaml("routes:\n  - route: /\n    base_url: http://x\n    type: grpc\n").unwrap_err();
+        assert_eq!(err.path, "routes[0].type");
+        let err = parse_yaml("server:\n  prot: 1\n").unwrap_err();
+        assert_eq!(err.path, "server.prot");
+    }
+
+    #[test]
+    fn env_overrides_the_file() {
+        let mut c = Config::default();
+        let env = env_of(&[
+            ("LLM_FORWARD_PORT", "8080"),
+            ("FORWARD_CONFIG", r#"[{"base_url":"http://127.0.0.1:9001","route":"localai/","type":"general"}]"#),
+            ("TIMEOUT", "6"),
+        ]);
+        apply_env(&mut c, &env).unwrap();
+        assert_eq!(c.server.port, 8080);
+        assert_eq!(c.routes.len(), 1);
+        assert_eq!(c.routes[0].route, "/localai");
+        assert_eq!(c.routes[0].kind, RouteKind::General);
+        assert_eq!(c.routes[0].connect_timeout, 6.0);
+    }
+
+    #[test]
+    fn bad_env_values_are_named() {
+        let mut c = Config::default();
+        let err = apply_env(&mut c, &env_of(&[("LLM_FORWARD_PORT", "x")])).unwrap_err();
+        assert_eq!(err.path, "LLM_FORWARD_PORT");
+        let err = apply_env(&mut c, &env_of(&[("FORWARD_CONFIG", r#"[{"route":"/"}]"#)])).unwrap_err();
+        assert!(err.path.starts_with("FORWARD_CONFIG"), "{err}");
+    }
+}

