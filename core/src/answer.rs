@@ -900,7 +900,6 @@ pub(crate) mod fixtures {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::fixtures::*;
     use super::*;

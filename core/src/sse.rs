@@ -341,7 +341,6 @@ fn reserve_string_within(buf: &mut String, extra: usize, max: usize) {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 pub(crate) mod tests {
     use super::*;
 
