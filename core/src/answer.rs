@@ -106,7 +106,12 @@ impl StreamExtractor {
     pub fn new(max_text_bytes: usize) -> Self {
         StreamExtractor {
             answer: Answer::default(),
-            budget: Budget { used: 0, cap: max_text_bytes, entries: 0, truncated: false },
+            budget: Budget {
+                used: 0,
+                cap: max_text_bytes,
+                entries: 0,
+                truncated: false,
+            },
             malformed: 0,
         }
     }
@@ -152,8 +157,12 @@ impl StreamExtractor {
         let budget = &mut self.budget;
         for (position, wire) in body.choices.unwrap_or_default().into_iter().enumerate() {
             let index = index_or(wire.index, position);
-            let new = |index| Choice { index, ..Choice::default() };
-            let Some(choice) = entry(&mut self.answer.choices, index, |c| c.index, new, budget) else {
+            let new = |index| Choice {
+                index,
+                ..Choice::default()
+            };
+            let Some(choice) = entry(&mut self.answer.choices, index, |c| c.index, new, budget)
+            else {
                 continue;
             };
             if let Some(text) = wire.text {
@@ -175,13 +184,24 @@ fn apply_message(choice: &mut Choice, message: WireMessage<'_>, budget: &mut Bud
         budget.push(&mut choice.content, &content.0);
     }
     // Some servers send both names with the same text: read one.
-    let reasoning = message.reasoning_content.filter(|r| !r.0.is_empty()).or(message.reasoning);
+    let reasoning = message
+        .reasoning_content
+        .filter(|r| !r.0.is_empty())
+        .or(message.reasoning);
     if let Some(reasoning) = reasoning {
         budget.push(&mut choice.reasoning_content, &reasoning.0);
     }
-    for (position, wire) in message.tool_calls.unwrap_or_default().into_iter().enumerate() {
+    for (position, wire) in message
+        .tool_calls
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
         let index = index_or(wire.index, position);
-        let new = |index| ToolCall { index, ..ToolCall::default() };
+        let new = |index| ToolCall {
+            index,
+            ..ToolCall::default()
+        };
         let Some(call) = entry(&mut choice.tool_calls, index, |t| t.index, new, budget) else {
             continue;
         };
@@ -241,7 +261,10 @@ pub fn to_chat_completion_json(answer: &Answer, model: &str, id: &str, created: 
             message.insert("role".into(), "assistant".into());
             message.insert("content".into(), content_value(choice));
             if !choice.reasoning_content.is_empty() {
-                message.insert("reasoning_content".into(), choice.reasoning_content.as_str().into());
+                message.insert(
+                    "reasoning_content".into(),
+                    choice.reasoning_content.as_str().into(),
+                );
             }
             if !choice.tool_calls.is_empty() {
                 let calls: Vec<Value> = choice
@@ -285,14 +308,24 @@ pub fn to_chat_completion_json(answer: &Answer, model: &str, id: &str, created: 
 /// arguments, then the arguments in pieces), and a final empty delta with `finish_reason`. With
 /// `include_usage` every chunk carries `"usage": null` and a last chunk with `choices: []` carries
 /// the usage (zeros when the answer has none, since the client asked for it). Then `data: [DONE]`.
-pub fn to_chat_sse(answer: &Answer, model: &str, id: &str, created: u64, include_usage: bool) -> Vec<u8> {
+pub fn to_chat_sse(
+    answer: &Answer,
+    model: &str,
+    id: &str,
+    created: u64,
+    include_usage: bool,
+) -> Vec<u8> {
     let mut w = ChunkWriter::new("chat.completion.chunk", model, id, created, include_usage);
     for choice in replay_choices(answer).iter() {
         let delta_event = |w: &mut ChunkWriter<'_>, delta: Value| {
             w.event(json!([{"index": choice.index, "delta": delta, "logprobs": null, "finish_reason": null}]));
         };
         // Like OpenAI: an empty content with the role, null when the answer is only tool calls.
-        let content = if tool_calls_only(choice) { Value::Null } else { Value::from("") };
+        let content = if tool_calls_only(choice) {
+            Value::Null
+        } else {
+            Value::from("")
+        };
         delta_event(&mut w, json!({"role": "assistant", "content": content}));
         for piece in pieces(&choice.reasoning_content) {
             delta_event(&mut w, json!({"reasoning_content": piece}));
@@ -352,7 +385,13 @@ pub fn to_completion_json(answer: &Answer, model: &str, id: &str, created: u64) 
 /// A complete completions event stream rebuilt from `answer`: the text in pieces of at most
 /// [`REPLAY_PIECE_CHARS`] characters, a final chunk with `finish_reason`, the usage chunk when
 /// `include_usage` (as in [`to_chat_sse`]), then `data: [DONE]`.
-pub fn to_completion_sse(answer: &Answer, model: &str, id: &str, created: u64, include_usage: bool) -> Vec<u8> {
+pub fn to_completion_sse(
+    answer: &Answer,
+    model: &str,
+    id: &str,
+    created: u64,
+    include_usage: bool,
+) -> Vec<u8> {
     let mut w = ChunkWriter::new("text_completion", model, id, created, include_usage);
     for choice in replay_choices(answer).iter() {
         for piece in pieces(&choice.content) {
@@ -379,8 +418,21 @@ struct ChunkWriter<'a> {
 }
 
 impl<'a> ChunkWriter<'a> {
-    fn new(object: &'static str, model: &'a str, id: &'a str, created: u64, include_usage: bool) -> Self {
-        ChunkWriter { out: Vec::new(), object, model, id, created, include_usage }
+    fn new(
+        object: &'static str,
+        model: &'a str,
+        id: &'a str,
+        created: u64,
+        include_usage: bool,
+    ) -> Self {
+        ChunkWriter {
+            out: Vec::new(),
+            object,
+            model,
+            id,
+            created,
+            include_usage,
+        }
     }
 
     fn event(&mut self, choices: Value) {
@@ -458,7 +510,10 @@ fn usage_json(usage: &Usage) -> Value {
         "total_tokens": usage.total_tokens,
     });
     if let (Some(cached), Some(map)) = (usage.cached_tokens, value.as_object_mut()) {
-        map.insert("prompt_tokens_details".into(), json!({"cached_tokens": cached}));
+        map.insert(
+            "prompt_tokens_details".into(),
+            json!({"cached_tokens": cached}),
+        );
     }
     value
 }
@@ -470,7 +525,10 @@ fn pieces(text: &str) -> impl Iterator<Item = &str> {
         if rest.is_empty() {
             return None;
         }
-        let cut = rest.char_indices().nth(REPLAY_PIECE_CHARS).map_or(rest.len(), |(i, _)| i);
+        let cut = rest
+            .char_indices()
+            .nth(REPLAY_PIECE_CHARS)
+            .map_or(rest.len(), |(i, _)| i);
         let (piece, tail) = rest.split_at_checked(cut).unwrap_or((rest, ""));
         rest = tail;
         Some(piece)
@@ -648,10 +706,20 @@ impl WireUsage {
     fn into_usage(self) -> Usage {
         let prompt_tokens = self.prompt_tokens.and_then(|n| n.0).unwrap_or(0);
         let completion_tokens = self.completion_tokens.and_then(|n| n.0).unwrap_or(0);
-        let total_tokens =
-            self.total_tokens.and_then(|n| n.0).unwrap_or(prompt_tokens.saturating_add(completion_tokens));
-        let cached_tokens = self.prompt_tokens_details.and_then(|d| d.cached_tokens).and_then(|n| n.0);
-        Usage { prompt_tokens, completion_tokens, total_tokens, cached_tokens }
+        let total_tokens = self
+            .total_tokens
+            .and_then(|n| n.0)
+            .unwrap_or(prompt_tokens.saturating_add(completion_tokens));
+        let cached_tokens = self
+            .prompt_tokens_details
+            .and_then(|d| d.cached_tokens)
+            .and_then(|n| n.0);
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens,
+            cached_tokens,
+        }
     }
 }
 
@@ -908,7 +976,10 @@ mod tests {
     const MAX: usize = 1 << 20;
 
     /// Parses a stream delivered as `chunks`: the events, the answer, the malformed count.
-    fn run<'a>(chunks: impl IntoIterator<Item = &'a [u8]>, max_text: usize) -> (Vec<SseEvent>, Answer, u64) {
+    fn run<'a>(
+        chunks: impl IntoIterator<Item = &'a [u8]>,
+        max_text: usize,
+    ) -> (Vec<SseEvent>, Answer, u64) {
         let mut parser = SseParser::new(MAX);
         let mut extractor = StreamExtractor::new(max_text);
         let mut all = Vec::new();
@@ -931,7 +1002,12 @@ mod tests {
     }
 
     fn choice(index: u32, content: &str, finish: &str) -> Choice {
-        Choice { index, content: content.into(), finish_reason: Some(finish.into()), ..Choice::default() }
+        Choice {
+            index,
+            content: content.into(),
+            finish_reason: Some(finish.into()),
+            ..Choice::default()
+        }
     }
 
     fn call(index: u32, id: &str, name: &str, arguments: &str) -> ToolCall {
@@ -971,9 +1047,19 @@ mod tests {
     #[test]
     fn crlf_stream_with_two_choices() {
         let answer = run_whole(AZURE_CRLF);
-        assert_eq!(answer.id.as_deref(), Some("chatcmpl-Az1"), "the empty first id is skipped");
+        assert_eq!(
+            answer.id.as_deref(),
+            Some("chatcmpl-Az1"),
+            "the empty first id is skipped"
+        );
         assert_eq!(answer.model.as_deref(), Some("gpt-4o-mini"));
-        assert_eq!(answer.choices, vec![choice(0, "Bonjour à tous", "stop"), choice(1, "Hallo zusammen", "length")]);
+        assert_eq!(
+            answer.choices,
+            vec![
+                choice(0, "Bonjour à tous", "stop"),
+                choice(1, "Hallo zusammen", "length")
+            ]
+        );
         assert_eq!(answer.usage, None);
         assert!(answer.done);
         assert_eq!(answer.events, 10);
@@ -999,7 +1085,12 @@ mod tests {
         );
         assert_eq!(
             answer.usage,
-            Some(Usage { prompt_tokens: 80, completion_tokens: 48, total_tokens: 128, cached_tokens: Some(64) })
+            Some(Usage {
+                prompt_tokens: 80,
+                completion_tokens: 48,
+                total_tokens: 128,
+                cached_tokens: Some(64)
+            })
         );
     }
 
@@ -1013,10 +1104,16 @@ mod tests {
         ];
         let mut x = StreamExtractor::new(MAX);
         for data in events {
-            x.on_event(&SseEvent { data: data.into(), ..SseEvent::default() });
+            x.on_event(&SseEvent {
+                data: data.into(),
+                ..SseEvent::default()
+            });
         }
         let calls = &x.answer().choices[0].tool_calls;
-        assert_eq!(calls, &vec![call(0, "a", "f", "[]"), call(1, "b", "g", "{}")]);
+        assert_eq!(
+            calls,
+            &vec![call(0, "a", "f", "[]"), call(1, "b", "g", "{}")]
+        );
     }
 
     #[test]
@@ -1043,7 +1140,10 @@ mod tests {
             r#"{"choices":[{"delta":{"reasoning":"b","reasoning_content":"b"}}]}"#,
             r#"{"choices":[{"delta":{"reasoning_content":"c"}}]}"#,
         ] {
-            x.on_event(&SseEvent { data: data.into(), ..SseEvent::default() });
+            x.on_event(&SseEvent {
+                data: data.into(),
+                ..SseEvent::default()
+            });
         }
         assert_eq!(x.answer().choices[0].reasoning_content, "abc");
     }
@@ -1052,10 +1152,18 @@ mod tests {
     fn completion_stream() {
         let answer = run_whole(COMPLETION);
         assert_eq!(answer.id.as_deref(), Some("cmpl-C0mp1"));
-        assert_eq!(answer.choices, vec![choice(0, "\n\nThis is a test.", "stop")]);
+        assert_eq!(
+            answer.choices,
+            vec![choice(0, "\n\nThis is a test.", "stop")]
+        );
         assert_eq!(
             answer.usage,
-            Some(Usage { prompt_tokens: 5, completion_tokens: 7, total_tokens: 12, cached_tokens: None })
+            Some(Usage {
+                prompt_tokens: 5,
+                completion_tokens: 7,
+                total_tokens: 12,
+                cached_tokens: None
+            })
         );
     }
 
@@ -1091,7 +1199,10 @@ mod tests {
         let stream = stream.replacen("data: [DONE]", "data: not json at all\n\ndata: [DONE]", 1);
         let (_, answer, malformed) = run([stream.as_bytes()], MAX);
         assert_eq!(malformed, 2);
-        assert_eq!(answer.choices[0].content, CHAT_TEXT.strip_prefix("Hello").unwrap());
+        assert_eq!(
+            answer.choices[0].content,
+            CHAT_TEXT.strip_prefix("Hello").unwrap()
+        );
         assert_eq!(answer.usage.map(|u| u.total_tokens), Some(28));
         assert!(answer.done);
         assert_eq!(answer.events, 8);
@@ -1106,13 +1217,27 @@ mod tests {
             // Usage counts as float and string, details null.
             r#"{"choices":[],"usage":{"prompt_tokens":3.0,"completion_tokens":"4","prompt_tokens_details":null}}"#,
         ] {
-            x.on_event(&SseEvent { data: data.into(), ..SseEvent::default() });
+            x.on_event(&SseEvent {
+                data: data.into(),
+                ..SseEvent::default()
+            });
         }
         assert_eq!(x.malformed(), 0);
-        assert_eq!(x.answer().choices, vec![Choice { content: "ab".into(), ..Choice::default() }]);
+        assert_eq!(
+            x.answer().choices,
+            vec![Choice {
+                content: "ab".into(),
+                ..Choice::default()
+            }]
+        );
         assert_eq!(
             x.answer().usage,
-            Some(Usage { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7, cached_tokens: None })
+            Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 4,
+                total_tokens: 7,
+                cached_tokens: None
+            })
         );
     }
 
@@ -1134,9 +1259,13 @@ mod tests {
     #[test]
     fn text_cap_bounds_memory_of_a_huge_stream() {
         const CAP: usize = 64 * 1024;
-        let piece = r#"{"choices":[{"index":0,"delta":{"content":"0123456789abcdef0123456789abcdef"}}]}"#;
+        let piece =
+            r#"{"choices":[{"index":0,"delta":{"content":"0123456789abcdef0123456789abcdef"}}]}"#;
         let mut x = StreamExtractor::new(CAP);
-        let ev = SseEvent { data: piece.into(), ..SseEvent::default() };
+        let ev = SseEvent {
+            data: piece.into(),
+            ..SseEvent::default()
+        };
         for _ in 0..100_000 {
             x.on_event(&ev);
         }
@@ -1151,8 +1280,13 @@ mod tests {
     fn distinct_indexes_are_bounded_too() {
         let mut x = StreamExtractor::new(MAX);
         for i in 0..100_000u32 {
-            let data = format!(r#"{{"choices":[{{"index":{i},"delta":{{"tool_calls":[{{"index":{i}}}]}}}}]}}"#);
-            x.on_event(&SseEvent { data, ..SseEvent::default() });
+            let data = format!(
+                r#"{{"choices":[{{"index":{i},"delta":{{"tool_calls":[{{"index":{i}}}]}}}}]}}"#
+            );
+            x.on_event(&SseEvent {
+                data,
+                ..SseEvent::default()
+            });
         }
         let answer = x.into_answer();
         assert!(answer.truncated);
@@ -1181,12 +1315,23 @@ mod tests {
           "service_tier": "default"
         }"#;
         let answer = from_json_body(ApiKind::Chat, body.as_bytes()).unwrap();
-        assert_eq!(answer.id.as_deref(), Some("chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT"));
+        assert_eq!(
+            answer.id.as_deref(),
+            Some("chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT")
+        );
         assert_eq!(answer.model.as_deref(), Some("gpt-4.1-2025-04-14"));
-        assert_eq!(answer.choices, vec![choice(0, "Hello! How can I assist you today?", "stop")]);
+        assert_eq!(
+            answer.choices,
+            vec![choice(0, "Hello! How can I assist you today?", "stop")]
+        );
         assert_eq!(
             answer.usage,
-            Some(Usage { prompt_tokens: 19, completion_tokens: 10, total_tokens: 29, cached_tokens: Some(3) })
+            Some(Usage {
+                prompt_tokens: 19,
+                completion_tokens: 10,
+                total_tokens: 29,
+                cached_tokens: Some(3)
+            })
         );
         assert!(!answer.done && !answer.truncated);
         assert_eq!(answer.events, 0);
@@ -1207,7 +1352,10 @@ mod tests {
         assert_eq!(c.reasoning_content, "think");
         assert_eq!(
             c.tool_calls,
-            vec![call(0, "call_a", "get_weather", r#"{"city":"Paris"}"#), call(1, "call_b", "get_time", "{}")]
+            vec![
+                call(0, "call_a", "get_weather", r#"{"city":"Paris"}"#),
+                call(1, "call_b", "get_time", "{}")
+            ]
         );
         assert_eq!(c.finish_reason.as_deref(), Some("tool_calls"));
     }
@@ -1228,7 +1376,12 @@ mod tests {
         assert!(answer.choices.is_empty());
         assert_eq!(
             answer.usage,
-            Some(Usage { prompt_tokens: 2, completion_tokens: 0, total_tokens: 2, cached_tokens: None })
+            Some(Usage {
+                prompt_tokens: 2,
+                completion_tokens: 0,
+                total_tokens: 2,
+                cached_tokens: None
+            })
         );
     }
 
@@ -1256,14 +1409,23 @@ mod tests {
         for stream in [CHAT, AZURE_CRLF, TOOLS, REASONING] {
             let original = run_whole(stream);
             for include_usage in [false, true] {
-                let sse = to_chat_sse(&original, "gpt-test", "chatcmpl-replay", 1_700_000_000, include_usage);
+                let sse = to_chat_sse(
+                    &original,
+                    "gpt-test",
+                    "chatcmpl-replay",
+                    1_700_000_000,
+                    include_usage,
+                );
                 let replayed = reparse(&sse);
                 assert_eq!(replayed.choices, original.choices);
                 assert_eq!(replayed.id.as_deref(), Some("chatcmpl-replay"));
                 assert_eq!(replayed.model.as_deref(), Some("gpt-test"));
                 assert!(replayed.done);
                 if include_usage {
-                    assert_eq!(replayed.usage, Some(original.usage.clone().unwrap_or_default()));
+                    assert_eq!(
+                        replayed.usage,
+                        Some(original.usage.clone().unwrap_or_default())
+                    );
                 } else {
                     assert_eq!(replayed.usage, None);
                 }
@@ -1273,8 +1435,12 @@ mod tests {
 
     #[test]
     fn chat_sse_long_text_in_pieces() {
-        let text: String = "Zwölf Boxkämpfer jagen Viktor quer über den großen Sylter Deich. 🥊".repeat(20);
-        let original = Answer { choices: vec![choice(0, &text, "stop")], ..Answer::default() };
+        let text: String =
+            "Zwölf Boxkämpfer jagen Viktor quer über den großen Sylter Deich. 🥊".repeat(20);
+        let original = Answer {
+            choices: vec![choice(0, &text, "stop")],
+            ..Answer::default()
+        };
         let sse = to_chat_sse(&original, "m", "chatcmpl-1", 1, false);
         let mut parser = SseParser::new(MAX);
         let mut events = Vec::new();
@@ -1292,13 +1458,19 @@ mod tests {
         let mut parser = SseParser::new(MAX);
         let mut events = Vec::new();
         parser.feed(&sse, &mut events);
-        let chunks: Vec<Value> =
-            events.iter().filter(|e| e.data != "[DONE]").map(|e| serde_json::from_str(&e.data).unwrap()).collect();
+        let chunks: Vec<Value> = events
+            .iter()
+            .filter(|e| e.data != "[DONE]")
+            .map(|e| serde_json::from_str(&e.data).unwrap())
+            .collect();
         let first = &chunks[0];
         assert_eq!(first["object"], "chat.completion.chunk");
         assert_eq!(first["created"], 7);
         assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
-        assert!(first["choices"][0]["delta"]["content"].is_null(), "tool calls only: content null");
+        assert!(
+            first["choices"][0]["delta"]["content"].is_null(),
+            "tool calls only: content null"
+        );
         assert!(first["usage"].is_null() && first.get("usage").is_some());
         let tool_start = &chunks[1]["choices"][0]["delta"]["tool_calls"][0];
         assert_eq!(tool_start["type"], "function");
@@ -1308,7 +1480,10 @@ mod tests {
         assert_eq!(last["choices"], json!([]));
         assert_eq!(last["usage"]["total_tokens"], 128);
         assert_eq!(last["usage"]["prompt_tokens_details"]["cached_tokens"], 64);
-        assert_eq!(chunks[chunks.len() - 2]["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(
+            chunks[chunks.len() - 2]["choices"][0]["finish_reason"],
+            "tool_calls"
+        );
         assert!(sse.ends_with(b"data: [DONE]\n\n"));
     }
 
@@ -1320,7 +1495,10 @@ mod tests {
         assert_eq!(v["id"], "chatcmpl-9");
         assert_eq!(v["model"], "gpt-4");
         assert_eq!(v["created"], 1_795_671_642u64);
-        assert_eq!(v["choices"][0]["message"], json!({"role": "assistant", "content": CHAT_TEXT}));
+        assert_eq!(
+            v["choices"][0]["message"],
+            json!({"role": "assistant", "content": CHAT_TEXT})
+        );
         assert_eq!(v["choices"][0]["finish_reason"], "stop");
         assert_eq!(v["usage"]["total_tokens"], 28);
 
@@ -1346,19 +1524,34 @@ mod tests {
         assert_eq!(v["choices"][0]["message"]["content"], "");
         assert_eq!(v["choices"][0]["finish_reason"], "stop");
         bare.choices = vec![Choice {
-            tool_calls: vec![ToolCall { name: "f".into(), ..ToolCall::default() }],
+            tool_calls: vec![ToolCall {
+                name: "f".into(),
+                ..ToolCall::default()
+            }],
             ..Choice::default()
         }];
         let v = to_chat_completion_json(&bare, "m", "chatcmpl-abc", 1);
-        assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["id"], "call_abc_0_0");
-        assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["type"], "function");
+        assert_eq!(
+            v["choices"][0]["message"]["tool_calls"][0]["id"],
+            "call_abc_0_0"
+        );
+        assert_eq!(
+            v["choices"][0]["message"]["tool_calls"][0]["type"],
+            "function"
+        );
     }
 
     #[test]
     fn completion_round_trip() {
         let original = run_whole(COMPLETION);
         for include_usage in [false, true] {
-            let sse = to_completion_sse(&original, "gpt-3.5-turbo-instruct", "cmpl-r", 5, include_usage);
+            let sse = to_completion_sse(
+                &original,
+                "gpt-3.5-turbo-instruct",
+                "cmpl-r",
+                5,
+                include_usage,
+            );
             let replayed = reparse(&sse);
             assert_eq!(replayed.choices, original.choices);
             assert_eq!(replayed.usage.is_some(), include_usage);
@@ -1385,7 +1578,9 @@ mod tests {
         let text = "aé你🌍".repeat(10);
         let parts: Vec<&str> = pieces(&text).collect();
         assert_eq!(parts.concat(), text);
-        assert!(parts.iter().all(|p| p.chars().count() <= REPLAY_PIECE_CHARS));
+        assert!(parts
+            .iter()
+            .all(|p| p.chars().count() <= REPLAY_PIECE_CHARS));
         assert_eq!(parts.len(), 3);
         assert_eq!(pieces("").count(), 0);
     }

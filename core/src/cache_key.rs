@@ -199,7 +199,12 @@ fn answer_fields(obj: &Map<String, Value>) -> Vec<(&str, &Value)> {
         .collect()
 }
 
-fn json_key(kind: &str, scope: &CacheScope, route_prefix: &str, fields: Vec<(&str, &Value)>) -> String {
+fn json_key(
+    kind: &str,
+    scope: &CacheScope,
+    route_prefix: &str,
+    fields: Vec<(&str, &Value)>,
+) -> String {
     let mut h = KeyHasher::new(kind, scope, route_prefix);
     // The canonical JSON of the fields is the last part of the preimage, so it needs no framing;
     // it is streamed into the hash instead of being built as one (possibly multi-MiB) string.
@@ -343,10 +348,14 @@ mod tests {
 
     #[test]
     fn canonical_json_sorts_keys_at_every_depth_without_whitespace() {
-        let v: Value =
-            serde_json::from_str(r#" { "b" : 1, "a" : { "z" : [ 3, { "y": null, "x": true } ], "c": "s" } } "#)
-                .unwrap();
-        assert_eq!(canonical_json(&v), r#"{"a":{"c":"s","z":[3,{"x":true,"y":null}]},"b":1}"#);
+        let v: Value = serde_json::from_str(
+            r#" { "b" : 1, "a" : { "z" : [ 3, { "y": null, "x": true } ], "c": "s" } } "#,
+        )
+        .unwrap();
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"a":{"c":"s","z":[3,{"x":true,"y":null}]},"b":1}"#
+        );
         assert_eq!(canonical_json(&json!([])), "[]");
         assert_eq!(canonical_json(&json!({})), "{}");
         assert_eq!(canonical_json(&json!(null)), "null");
@@ -355,16 +364,31 @@ mod tests {
 
     #[test]
     fn canonical_json_numbers_and_strings_match_serde_json() {
-        for v in [json!(0.7), json!(1.0), json!(-3), json!(u64::MAX), json!(1e300), json!(0.1 + 0.2)] {
+        for v in [
+            json!(0.7),
+            json!(1.0),
+            json!(-3),
+            json!(u64::MAX),
+            json!(1e300),
+            json!(0.1 + 0.2),
+        ] {
             assert_eq!(canonical_json(&v), v.to_string());
         }
-        for s in ["", "plain", "quote\" back\\ slash/", "\u{0}\u{1}\u{8}\t\n\u{b}\u{c}\r\u{1f}\u{7f}", "中文 é 🦀"]
-        {
+        for s in [
+            "",
+            "plain",
+            "quote\" back\\ slash/",
+            "\u{0}\u{1}\u{8}\t\n\u{b}\u{c}\r\u{1f}\u{7f}",
+            "中文 é 🦀",
+        ] {
             let v = Value::String(s.to_string());
             assert_eq!(canonical_json(&v), v.to_string());
         }
         // Byte order, so uppercase sorts before lowercase and "a" before "a\u{0}".
-        assert_eq!(canonical_json(&json!({"b": 1, "B": 2, "a": 3})), r#"{"B":2,"a":3,"b":1}"#);
+        assert_eq!(
+            canonical_json(&json!({"b": 1, "B": 2, "a": 3})),
+            r#"{"B":2,"a":3,"b":1}"#
+        );
     }
 
     #[test]
@@ -373,8 +397,15 @@ mod tests {
         let (prefix, hex) = k.split_at(8);
         assert_eq!(prefix, "v1:chat:");
         assert_eq!(hex.len(), 64);
-        assert!(hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
-        let e = embedding_cache_key(&CacheScope::Shared, "/", &json!({"model": "m", "input": "x"})).unwrap();
+        assert!(hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        let e = embedding_cache_key(
+            &CacheScope::Shared,
+            "/",
+            &json!({"model": "m", "input": "x"}),
+        )
+        .unwrap();
         assert!(e.starts_with("v1:embedding:"));
         let g = general_cache_key(&CacheScope::Shared, "/", "POST", "/x", b"");
         assert!(g.starts_with("v1:general:"));
@@ -382,9 +413,10 @@ mod tests {
 
     #[test]
     fn key_order_and_whitespace_do_not_matter() {
-        let a: Value =
-            serde_json::from_str(r#"{"model":"gpt-4","messages":[{"role":"user","content":"hi"}],"temperature":0.5}"#)
-                .unwrap();
+        let a: Value = serde_json::from_str(
+            r#"{"model":"gpt-4","messages":[{"role":"user","content":"hi"}],"temperature":0.5}"#,
+        )
+        .unwrap();
         let b: Value =
             serde_json::from_str("{\n  \"temperature\": 0.5,\n  \"messages\": [ {\"content\": \"hi\", \"role\": \"user\"} ],\n  \"model\": \"gpt-4\"\n}").unwrap();
         assert_eq!(chat(&a), chat(&b));
@@ -477,7 +509,11 @@ mod tests {
             assert_ne!(chat(&b), k, "{field} must change the key");
             let mut c = base();
             c[*field] = json!("other-value");
-            assert_ne!(chat(&b), chat(&c), "{field}: different values must give different keys");
+            assert_ne!(
+                chat(&b),
+                chat(&c),
+                "{field}: different values must give different keys"
+            );
         }
         for field in NON_ANSWER_FIELDS {
             assert!(!ANSWER_FIELDS.contains(field), "{field} is in both lists");
@@ -510,8 +546,14 @@ mod tests {
         assert_eq!(chat_cache_key(&s, "/", &json!([1, 2])), None);
         assert_eq!(chat_cache_key(&s, "/", &json!("x")), None);
         assert_eq!(chat_cache_key(&s, "/", &json!({"messages": []})), None);
-        assert_eq!(chat_cache_key(&s, "/", &json!({"model": null, "messages": []})), None);
-        assert_eq!(chat_cache_key(&s, "/", &json!({"model": 4, "messages": []})), None);
+        assert_eq!(
+            chat_cache_key(&s, "/", &json!({"model": null, "messages": []})),
+            None
+        );
+        assert_eq!(
+            chat_cache_key(&s, "/", &json!({"model": 4, "messages": []})),
+            None
+        );
         assert!(chat_cache_key(&s, "/", &json!({"model": "m", "prompt": "p"})).is_some());
     }
 
@@ -523,28 +565,45 @@ mod tests {
     fn embedding_keys() {
         let k = emb(json!({"model": "text-embedding-3-small", "input": "hello"})).unwrap();
         assert_eq!(
-            emb(json!({"input": "hello", "model": "text-embedding-3-small", "encoding_format": "float"})),
+            emb(
+                json!({"input": "hello", "model": "text-embedding-3-small", "encoding_format": "float"})
+            ),
             Some(k.clone())
         );
         assert_eq!(
-            emb(json!({"input": "hello", "model": "text-embedding-3-small", "encoding_format": null})),
+            emb(
+                json!({"input": "hello", "model": "text-embedding-3-small", "encoding_format": null})
+            ),
             Some(k.clone())
         );
         assert_eq!(
-            emb(json!({"model": "text-embedding-3-small", "input": "hello", "user": "u", "caching": true})),
+            emb(
+                json!({"model": "text-embedding-3-small", "input": "hello", "user": "u", "caching": true})
+            ),
             Some(k.clone())
         );
         assert_ne!(
-            emb(json!({"model": "text-embedding-3-small", "input": "hello", "encoding_format": "base64"})),
+            emb(
+                json!({"model": "text-embedding-3-small", "input": "hello", "encoding_format": "base64"})
+            ),
             Some(k.clone())
         );
         assert_ne!(
             emb(json!({"model": "text-embedding-3-small", "input": "hello", "dimensions": 256})),
             Some(k.clone())
         );
-        assert_ne!(emb(json!({"model": "text-embedding-3-large", "input": "hello"})), Some(k.clone()));
-        assert_ne!(emb(json!({"model": "text-embedding-3-small", "input": ["hello"]})), Some(k.clone()));
-        assert_ne!(emb(json!({"model": "text-embedding-3-small", "input": "hello!"})), Some(k.clone()));
+        assert_ne!(
+            emb(json!({"model": "text-embedding-3-large", "input": "hello"})),
+            Some(k.clone())
+        );
+        assert_ne!(
+            emb(json!({"model": "text-embedding-3-small", "input": ["hello"]})),
+            Some(k.clone())
+        );
+        assert_ne!(
+            emb(json!({"model": "text-embedding-3-small", "input": "hello!"})),
+            Some(k.clone())
+        );
         let chat_k = chat_cache_key(
             &CacheScope::Shared,
             "/",
@@ -561,15 +620,45 @@ mod tests {
     fn general_keys_cover_every_part() {
         let s = CacheScope::Shared;
         let k = general_cache_key(&s, "/gen", "POST", "/v1/x?a=1", b"{\"a\":1}");
-        assert_eq!(k, general_cache_key(&s, "/gen", "POST", "/v1/x?a=1", b"{\"a\":1}"));
-        assert_ne!(k, general_cache_key(&CacheScope::Level(1), "/gen", "POST", "/v1/x?a=1", b"{\"a\":1}"));
-        assert_ne!(k, general_cache_key(&s, "/other", "POST", "/v1/x?a=1", b"{\"a\":1}"));
-        assert_ne!(k, general_cache_key(&s, "/gen", "PUT", "/v1/x?a=1", b"{\"a\":1}"));
-        assert_ne!(k, general_cache_key(&s, "/gen", "POST", "/v1/x?a=2", b"{\"a\":1}"));
-        assert_ne!(k, general_cache_key(&s, "/gen", "POST", "/v1/x?a=1", b"{\"a\": 1}"));
+        assert_eq!(
+            k,
+            general_cache_key(&s, "/gen", "POST", "/v1/x?a=1", b"{\"a\":1}")
+        );
+        assert_ne!(
+            k,
+            general_cache_key(
+                &CacheScope::Level(1),
+                "/gen",
+                "POST",
+                "/v1/x?a=1",
+                b"{\"a\":1}"
+            )
+        );
+        assert_ne!(
+            k,
+            general_cache_key(&s, "/other", "POST", "/v1/x?a=1", b"{\"a\":1}")
+        );
+        assert_ne!(
+            k,
+            general_cache_key(&s, "/gen", "PUT", "/v1/x?a=1", b"{\"a\":1}")
+        );
+        assert_ne!(
+            k,
+            general_cache_key(&s, "/gen", "POST", "/v1/x?a=2", b"{\"a\":1}")
+        );
+        assert_ne!(
+            k,
+            general_cache_key(&s, "/gen", "POST", "/v1/x?a=1", b"{\"a\": 1}")
+        );
         // Framing: the boundary between method and path is not ambiguous.
-        assert_ne!(general_cache_key(&s, "/", "GET", "/x", b""), general_cache_key(&s, "/", "GE", "T/x", b""));
-        assert_ne!(general_cache_key(&s, "/", "GET", "/x", b"y"), general_cache_key(&s, "/", "GET", "/xy", b""));
+        assert_ne!(
+            general_cache_key(&s, "/", "GET", "/x", b""),
+            general_cache_key(&s, "/", "GE", "T/x", b"")
+        );
+        assert_ne!(
+            general_cache_key(&s, "/", "GET", "/x", b"y"),
+            general_cache_key(&s, "/", "GET", "/xy", b"")
+        );
         // Bytes that are not UTF-8 are fine.
         let _ = general_cache_key(&s, "/", "POST", "/", &[0xff, 0x00, 0xfe]);
     }
@@ -577,9 +666,20 @@ mod tests {
     #[test]
     fn known_digest() {
         // Pins the recipe: changing it must come with a new KEY_VERSION.
-        let k = chat_cache_key(&CacheScope::Shared, "/", &json!({"model": "gpt-4", "messages": []})).unwrap();
+        let k = chat_cache_key(
+            &CacheScope::Shared,
+            "/",
+            &json!({"model": "gpt-4", "messages": []}),
+        )
+        .unwrap();
         let mut h = Sha256::new();
-        for part in [&b"llm-forward cache key"[..], b"v1", b"chat", b"shared", b"/"] {
+        for part in [
+            &b"llm-forward cache key"[..],
+            b"v1",
+            b"chat",
+            b"shared",
+            b"/",
+        ] {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part);
         }
@@ -596,20 +696,33 @@ mod tests {
 
         let mut v = json!({"model": "m", "caching": false});
         let f = take_caching_flag(&mut v);
-        assert_eq!((f, f.flag(), f.removed()), (CachingField::Flag(false), Some(false), true));
+        assert_eq!(
+            (f, f.flag(), f.removed()),
+            (CachingField::Flag(false), Some(false), true)
+        );
         assert_eq!(v, json!({"model": "m"}));
 
         for bad in [json!("yes"), json!(1), json!(null), json!({"x": true})] {
             let mut v = json!({"model": "m", "caching": bad});
             let f = take_caching_flag(&mut v);
-            assert_eq!((f, f.flag(), f.removed()), (CachingField::Invalid, None, true));
+            assert_eq!(
+                (f, f.flag(), f.removed()),
+                (CachingField::Invalid, None, true)
+            );
             assert_eq!(v, json!({"model": "m"}));
         }
 
         let mut v = json!({"model": "m", "extra": {"caching": true}});
         let f = take_caching_flag(&mut v);
-        assert_eq!((f, f.flag(), f.removed()), (CachingField::Absent, None, false));
-        assert_eq!(v, json!({"model": "m", "extra": {"caching": true}}), "only the top level counts");
+        assert_eq!(
+            (f, f.flag(), f.removed()),
+            (CachingField::Absent, None, false)
+        );
+        assert_eq!(
+            v,
+            json!({"model": "m", "extra": {"caching": true}}),
+            "only the top level counts"
+        );
 
         let mut v = json!([{"caching": true}]);
         assert_eq!(take_caching_flag(&mut v), CachingField::Absent);
@@ -653,7 +766,9 @@ mod tests {
         /// Writes `v` as JSON text with object entries shuffled (a small LCG seeded by the test)
         /// and whitespace sprinkled between tokens.
         fn next(seed: &mut u64) -> usize {
-            *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            *seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (*seed >> 33) as usize
         }
 

@@ -39,7 +39,10 @@ impl fmt::Display for CidrError {
             CidrError::BadAddress(a) => write!(f, "`{a}` is not an IPv4 or IPv6 address"),
             CidrError::BadPrefix(p) => write!(f, "prefix length `{p}` is not a number"),
             CidrError::PrefixTooLong { prefix, max } => {
-                write!(f, "prefix length /{prefix} is too long (at most /{max} for this address family)")
+                write!(
+                    f,
+                    "prefix length /{prefix} is too long (at most /{max} for this address family)"
+                )
             }
             CidrError::HostBitsSet { network } => {
                 write!(f, "bits beyond the prefix length are set; write the network as `{network}`, or use /32 (/128) for one host")
@@ -69,7 +72,8 @@ impl IpNet {
             Some((a, p)) => (a.trim(), Some(p.trim())),
             None => (s, None),
         };
-        let addr = IpAddr::from_str(addr_part).map_err(|_| CidrError::BadAddress(addr_part.to_string()))?;
+        let addr = IpAddr::from_str(addr_part)
+            .map_err(|_| CidrError::BadAddress(addr_part.to_string()))?;
         let max: u8 = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix_part {
             None => max,
@@ -88,7 +92,13 @@ impl IpNet {
         };
         let network = mask(addr, prefix);
         if network != addr {
-            return Err(CidrError::HostBitsSet { network: IpNet { addr: network, prefix }.to_string() });
+            return Err(CidrError::HostBitsSet {
+                network: IpNet {
+                    addr: network,
+                    prefix,
+                }
+                .to_string(),
+            });
         }
         Ok(IpNet { addr, prefix }.unmap())
     }
@@ -110,7 +120,9 @@ impl IpNet {
             (IpAddr::V6(net), IpAddr::V6(a)) => v6_bits(a, self.prefix) == u128::from(net),
             // An IPv6 network below the mapped range (e.g. `::/0`, `::ffff:0:0/80`) holds the
             // mapped form of every IPv4 address.
-            (IpAddr::V6(net), IpAddr::V4(a)) => v6_bits(a.to_ipv6_mapped(), self.prefix) == u128::from(net),
+            (IpAddr::V6(net), IpAddr::V4(a)) => {
+                v6_bits(a.to_ipv6_mapped(), self.prefix) == u128::from(net)
+            }
             (IpAddr::V4(_), IpAddr::V6(_)) => false,
         }
     }
@@ -120,7 +132,10 @@ impl IpNet {
     fn unmap(self) -> IpNet {
         if let IpAddr::V6(v6) = self.addr {
             if let (Some(v4), Some(prefix)) = (v6.to_ipv4_mapped(), self.prefix.checked_sub(96)) {
-                return IpNet { addr: IpAddr::V4(v4), prefix };
+                return IpNet {
+                    addr: IpAddr::V4(v4),
+                    prefix,
+                };
             }
         }
         self
@@ -142,12 +157,16 @@ impl FromStr for IpNet {
 
 /// The top `prefix` bits of `a`, the rest zero. A shift by the full width yields 0 (prefix 0).
 fn v4_bits(a: Ipv4Addr, prefix: u8) -> u32 {
-    let m = u32::MAX.checked_shl(32 - u32::from(prefix.min(32))).unwrap_or(0);
+    let m = u32::MAX
+        .checked_shl(32 - u32::from(prefix.min(32)))
+        .unwrap_or(0);
     u32::from(a) & m
 }
 
 fn v6_bits(a: Ipv6Addr, prefix: u8) -> u128 {
-    let m = u128::MAX.checked_shl(128 - u32::from(prefix.min(128))).unwrap_or(0);
+    let m = u128::MAX
+        .checked_shl(128 - u32::from(prefix.min(128)))
+        .unwrap_or(0);
     u128::from(a) & m
 }
 
@@ -186,7 +205,11 @@ impl IpList {
         let mut nets = Vec::with_capacity(entries.len());
         for (index, entry) in entries.iter().enumerate() {
             let entry = entry.as_ref();
-            let net = IpNet::parse(entry).map_err(|error| IpListError { index, entry: entry.to_string(), error })?;
+            let net = IpNet::parse(entry).map_err(|error| IpListError {
+                index,
+                entry: entry.to_string(),
+                error,
+            })?;
             nets.push(net);
         }
         Ok(IpList { nets })
@@ -195,7 +218,11 @@ impl IpList {
     /// Parses OpenAI-Forward's `IP_WHITELIST` / `IP_BLACKLIST` form: comma-separated, entries
     /// trimmed, empty entries dropped. Error indexes count the non-empty entries from 0.
     pub fn parse_comma_separated(s: &str) -> Result<IpList, IpListError> {
-        let entries: Vec<&str> = s.split(',').map(str::trim).filter(|e| !e.is_empty()).collect();
+        let entries: Vec<&str> = s
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .collect();
         IpList::parse(&entries)
     }
 
@@ -309,24 +336,70 @@ mod tests {
     fn rejects_bad_entries_with_clear_errors() {
         assert_eq!(IpNet::parse(""), Err(CidrError::Empty));
         assert_eq!(IpNet::parse("  "), Err(CidrError::Empty));
-        assert_eq!(IpNet::parse("10.0.0/8"), Err(CidrError::BadAddress("10.0.0".into())));
-        assert_eq!(IpNet::parse("localhost"), Err(CidrError::BadAddress("localhost".into())));
-        assert_eq!(IpNet::parse("[::1]"), Err(CidrError::BadAddress("[::1]".into())));
-        assert_eq!(IpNet::parse("10.0.0.0/"), Err(CidrError::BadPrefix("".into())));
-        assert_eq!(IpNet::parse("10.0.0.0/+8"), Err(CidrError::BadPrefix("+8".into())));
-        assert_eq!(IpNet::parse("10.0.0.0/8/9"), Err(CidrError::BadPrefix("8/9".into())));
-        assert_eq!(IpNet::parse("10.0.0.0/-1"), Err(CidrError::BadPrefix("-1".into())));
-        assert_eq!(IpNet::parse("10.0.0.0/33"), Err(CidrError::PrefixTooLong { prefix: 33, max: 32 }));
-        assert_eq!(IpNet::parse("::/129"), Err(CidrError::PrefixTooLong { prefix: 129, max: 128 }));
-        assert!(matches!(IpNet::parse("1.2.3.4/99999999999999"), Err(CidrError::BadPrefix(_))));
+        assert_eq!(
+            IpNet::parse("10.0.0/8"),
+            Err(CidrError::BadAddress("10.0.0".into()))
+        );
+        assert_eq!(
+            IpNet::parse("localhost"),
+            Err(CidrError::BadAddress("localhost".into()))
+        );
+        assert_eq!(
+            IpNet::parse("[::1]"),
+            Err(CidrError::BadAddress("[::1]".into()))
+        );
+        assert_eq!(
+            IpNet::parse("10.0.0.0/"),
+            Err(CidrError::BadPrefix("".into()))
+        );
+        assert_eq!(
+            IpNet::parse("10.0.0.0/+8"),
+            Err(CidrError::BadPrefix("+8".into()))
+        );
+        assert_eq!(
+            IpNet::parse("10.0.0.0/8/9"),
+            Err(CidrError::BadPrefix("8/9".into()))
+        );
+        assert_eq!(
+            IpNet::parse("10.0.0.0/-1"),
+            Err(CidrError::BadPrefix("-1".into()))
+        );
+        assert_eq!(
+            IpNet::parse("10.0.0.0/33"),
+            Err(CidrError::PrefixTooLong {
+                prefix: 33,
+                max: 32
+            })
+        );
+        assert_eq!(
+            IpNet::parse("::/129"),
+            Err(CidrError::PrefixTooLong {
+                prefix: 129,
+                max: 128
+            })
+        );
+        assert!(matches!(
+            IpNet::parse("1.2.3.4/99999999999999"),
+            Err(CidrError::BadPrefix(_))
+        ));
         let msg = IpNet::parse("10.0.0.0/33").unwrap_err().to_string();
         assert!(msg.contains("/33") && msg.contains("/32"), "{msg}");
     }
 
     #[test]
     fn host_bits_are_rejected_with_the_intended_network() {
-        assert_eq!(IpNet::parse("10.0.0.1/8"), Err(CidrError::HostBitsSet { network: "10.0.0.0/8".into() }));
-        assert_eq!(IpNet::parse("2001:db8::1/32"), Err(CidrError::HostBitsSet { network: "2001:db8::/32".into() }));
+        assert_eq!(
+            IpNet::parse("10.0.0.1/8"),
+            Err(CidrError::HostBitsSet {
+                network: "10.0.0.0/8".into()
+            })
+        );
+        assert_eq!(
+            IpNet::parse("2001:db8::1/32"),
+            Err(CidrError::HostBitsSet {
+                network: "2001:db8::/32".into()
+            })
+        );
         let msg = IpNet::parse("192.168.1.1/24").unwrap_err().to_string();
         assert!(msg.contains("192.168.1.0/24"), "{msg}");
     }
@@ -344,7 +417,10 @@ mod tests {
         let all = net("0.0.0.0/0");
         assert!(all.contains(&ip("255.255.255.255")));
         assert!(all.contains(&ip("0.0.0.0")));
-        assert!(!all.contains(&ip("::1")), "an IPv4 network never holds native IPv6 addresses");
+        assert!(
+            !all.contains(&ip("::1")),
+            "an IPv4 network never holds native IPv6 addresses"
+        );
         let odd = net("192.168.4.0/22");
         assert!(odd.contains(&ip("192.168.7.255")));
         assert!(!odd.contains(&ip("192.168.8.0")));
@@ -366,7 +442,10 @@ mod tests {
         assert!(!odd.contains(&ip("fec0::1")));
         let all = net("::/0");
         assert!(all.contains(&ip("2001:db8::1")));
-        assert!(all.contains(&ip("1.2.3.4")), "::/0 holds the mapped form of every IPv4 address");
+        assert!(
+            all.contains(&ip("1.2.3.4")),
+            "::/0 holds the mapped form of every IPv4 address"
+        );
     }
 
     #[test]
@@ -448,13 +527,19 @@ mod tests {
         assert!(!deny_only.permits(&ip("::ffff:6.6.6.6")));
         assert!(deny_only.permits(&ip("1.1.1.1")));
 
-        let allow_only = IpPolicy::new(IpList::parse(&["10.0.0.0/8", "::1"]).unwrap(), IpList::default());
+        let allow_only = IpPolicy::new(
+            IpList::parse(&["10.0.0.0/8", "::1"]).unwrap(),
+            IpList::default(),
+        );
         assert!(allow_only.permits(&ip("10.1.1.1")));
         assert!(allow_only.permits(&ip("::1")));
         assert!(!allow_only.permits(&ip("1.1.1.1")));
         assert!(!allow_only.permits(&ip("127.0.0.1")));
 
-        let both = IpPolicy::new(IpList::parse(&["10.0.0.0/8"]).unwrap(), IpList::parse(&["10.6.6.6"]).unwrap());
+        let both = IpPolicy::new(
+            IpList::parse(&["10.0.0.0/8"]).unwrap(),
+            IpList::parse(&["10.6.6.6"]).unwrap(),
+        );
         assert!(both.permits(&ip("10.1.1.1")));
         assert!(!both.permits(&ip("10.6.6.6")), "deny wins over allow");
         assert!(!both.permits(&ip("11.0.0.1")));
@@ -466,7 +551,10 @@ mod tests {
     fn peer_address_forms() {
         assert_eq!(parse_peer_address("127.0.0.1:5678"), Some(ip("127.0.0.1")));
         assert_eq!(parse_peer_address("[::1]:5678"), Some(ip("::1")));
-        assert_eq!(parse_peer_address("[::ffff:1.2.3.4]:80"), Some(ip("::ffff:1.2.3.4")));
+        assert_eq!(
+            parse_peer_address("[::ffff:1.2.3.4]:80"),
+            Some(ip("::ffff:1.2.3.4"))
+        );
         assert_eq!(parse_peer_address("[2001:db8::1]"), Some(ip("2001:db8::1")));
         assert_eq!(parse_peer_address("1.2.3.4"), Some(ip("1.2.3.4")));
         assert_eq!(parse_peer_address("::1"), Some(ip("::1")));

@@ -18,7 +18,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError { path: path.into(), message: message.into() }
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -49,7 +52,11 @@ impl Default for Config {
         Config {
             server: ServerConfig::default(),
             log_dir: "Log".into(),
-            routes: vec![RouteConfig::new("/", "https://api.openai.com", RouteKind::Openai)],
+            routes: vec![RouteConfig::new(
+                "/",
+                "https://api.openai.com",
+                RouteKind::Openai,
+            )],
         }
     }
 }
@@ -178,15 +185,31 @@ fn route_name(prefix: &str) -> String {
     if trimmed.is_empty() {
         "root".into()
     } else {
-        trimmed.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+        trimmed
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
     }
 }
 
 fn check_seconds(path: String, value: f64, allow_zero: bool, errors: &mut Vec<ConfigError>) {
     let ok = value.is_finite() && value >= 0.0 && (allow_zero || value > 0.0) && value <= 86_400.0;
     if !ok {
-        let range = if allow_zero { "0 to 86400" } else { "more than 0, at most 86400" };
-        errors.push(ConfigError::new(path, format!("must be {range} seconds, got {value}")));
+        let range = if allow_zero {
+            "0 to 86400"
+        } else {
+            "more than 0, at most 86400"
+        };
+        errors.push(ConfigError::new(
+            path,
+            format!("must be {range} seconds, got {value}"),
+        ));
     }
 }
 
@@ -208,13 +231,22 @@ impl Config {
             errors.push(ConfigError::new("server.port", "must be 1 to 65535"));
         }
         if self.server.admin_port == 0 || self.server.admin_port == self.server.port {
-            errors.push(ConfigError::new("server.admin_port", "must be 1 to 65535 and differ from server.port"));
+            errors.push(ConfigError::new(
+                "server.admin_port",
+                "must be 1 to 65535 and differ from server.port",
+            ));
         }
         if self.server.address.parse::<std::net::IpAddr>().is_err() {
-            errors.push(ConfigError::new("server.address", format!("`{}` is not an IP address", self.server.address)));
+            errors.push(ConfigError::new(
+                "server.address",
+                format!("`{}` is not an IP address", self.server.address),
+            ));
         }
         if self.server.buffer_limit_bytes < 64 * 1024 {
-            errors.push(ConfigError::new("server.buffer_limit_bytes", "must be at least 65536"));
+            errors.push(ConfigError::new(
+                "server.buffer_limit_bytes",
+                "must be at least 65536",
+            ));
         }
         if self.routes.is_empty() {
             errors.push(ConfigError::new("routes", "at least one route is required"));
@@ -223,17 +255,29 @@ impl Config {
         for (i, r) in self.routes.iter().enumerate() {
             let at = |field: &str| format!("routes[{i}].{field}");
             if r.route.contains(['?', '#', '*', ' ']) {
-                errors.push(ConfigError::new(at("route"), format!("`{}` must be a plain path prefix", r.route)));
+                errors.push(ConfigError::new(
+                    at("route"),
+                    format!("`{}` must be a plain path prefix", r.route),
+                ));
                 continue;
             }
             let prefix = normalize_prefix(&r.route);
             if let Some(j) = routes.iter().position(|other| other.prefix == prefix) {
-                let what = if prefix == "/" { "only one root route (`/`) may exist".to_string() } else { format!("`{prefix}` is already used by routes[{j}]") };
+                let what = if prefix == "/" {
+                    "only one root route (`/`) may exist".to_string()
+                } else {
+                    format!("`{prefix}` is already used by routes[{j}]")
+                };
                 errors.push(ConfigError::new(at("route"), what));
             }
             check_seconds(at("timeout"), r.timeout, true, &mut errors);
             check_seconds(at("connect_timeout"), r.connect_timeout, false, &mut errors);
-            check_seconds(at("stream_idle_timeout"), r.stream_idle_timeout, true, &mut errors);
+            check_seconds(
+                at("stream_idle_timeout"),
+                r.stream_idle_timeout,
+                true,
+                &mut errors,
+            );
             if r.retries > 10 {
                 errors.push(ConfigError::new(at("retries"), "at most 10"));
             }
@@ -289,7 +333,11 @@ impl FilterConfig {
             routes: config
                 .routes
                 .iter()
-                .map(|r| FilterRoute { prefix: r.prefix.clone(), name: r.name.clone(), kind: r.kind })
+                .map(|r| FilterRoute {
+                    prefix: r.prefix.clone(),
+                    name: r.name.clone(),
+                    kind: r.kind,
+                })
                 .collect(),
         }
     }
@@ -299,11 +347,17 @@ impl FilterConfig {
         let mut de = serde_json::Deserializer::from_slice(text);
         let config: FilterConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
-            ConfigError::new(if path == "." { String::new() } else { path }, e.inner().to_string())
+            ConfigError::new(
+                if path == "." { String::new() } else { path },
+                e.inner().to_string(),
+            )
         })?;
         for (i, r) in config.routes.iter().enumerate() {
             if normalize_prefix(&r.prefix) != r.prefix {
-                return Err(ConfigError::new(format!("routes[{i}].prefix"), "must be normalised (`/a/b`)"));
+                return Err(ConfigError::new(
+                    format!("routes[{i}].prefix"),
+                    "must be normalised (`/a/b`)",
+                ));
             }
         }
         Ok(config)
@@ -315,7 +369,13 @@ mod tests {
     use super::*;
 
     fn errors_of(config: Config) -> Vec<String> {
-        config.validate().err().unwrap_or_default().into_iter().map(|e| e.to_string()).collect()
+        config
+            .validate()
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect()
     }
 
     #[test]
@@ -339,16 +399,34 @@ mod tests {
     #[test]
     fn two_roots_are_rejected_with_the_field_path() {
         let mut c = Config::default();
-        c.routes.push(RouteConfig::new("/", "http://127.0.0.1:9000", RouteKind::General));
-        assert_eq!(errors_of(c), vec!["routes[1].route: only one root route (`/`) may exist"]);
+        c.routes.push(RouteConfig::new(
+            "/",
+            "http://127.0.0.1:9000",
+            RouteKind::General,
+        ));
+        assert_eq!(
+            errors_of(c),
+            vec!["routes[1].route: only one root route (`/`) may exist"]
+        );
     }
 
     #[test]
     fn duplicate_prefix_after_normalisation_is_rejected() {
         let mut c = Config::default();
-        c.routes.push(RouteConfig::new("/gen", "http://127.0.0.1:9000", RouteKind::General));
-        c.routes.push(RouteConfig::new("gen/", "http://127.0.0.1:9001", RouteKind::General));
-        assert_eq!(errors_of(c), vec!["routes[2].route: `/gen` is already used by routes[1]"]);
+        c.routes.push(RouteConfig::new(
+            "/gen",
+            "http://127.0.0.1:9000",
+            RouteKind::General,
+        ));
+        c.routes.push(RouteConfig::new(
+            "gen/",
+            "http://127.0.0.1:9001",
+            RouteKind::General,
+        ));
+        assert_eq!(
+            errors_of(c),
+            vec!["routes[2].route: `/gen` is already used by routes[1]"]
+        );
     }
 
     #[test]
@@ -361,12 +439,16 @@ mod tests {
         assert_eq!(errs.len(), 3, "{errs:?}");
         assert!(errs.iter().any(|e| e.starts_with("server.address:")));
         assert!(errs.iter().any(|e| e.starts_with("routes[0].base_url:")));
-        assert!(errs.iter().any(|e| e.starts_with("routes[0].connect_timeout:")));
+        assert!(errs
+            .iter()
+            .any(|e| e.starts_with("routes[0].connect_timeout:")));
     }
 
     #[test]
     fn unknown_fields_are_errors_naming_the_path() {
-        let err = Config::from_json(br#"{"routes":[{"route":"/","base_url":"http://x","typo":1}]}"#).unwrap_err();
+        let err =
+            Config::from_json(br#"{"routes":[{"route":"/","base_url":"http://x","typo":1}]}"#)
+                .unwrap_err();
         assert_eq!(err.path, "routes[0].typo");
         assert!(err.message.contains("typo"), "{err}");
     }
@@ -380,8 +462,16 @@ mod tests {
     #[test]
     fn route_names_are_unique_and_safe() {
         let mut c = Config::default();
-        c.routes.push(RouteConfig::new("/a.b", "http://127.0.0.1:1", RouteKind::General));
-        c.routes.push(RouteConfig::new("/a_b", "http://127.0.0.1:2", RouteKind::General));
+        c.routes.push(RouteConfig::new(
+            "/a.b",
+            "http://127.0.0.1:1",
+            RouteKind::General,
+        ));
+        c.routes.push(RouteConfig::new(
+            "/a_b",
+            "http://127.0.0.1:2",
+            RouteKind::General,
+        ));
         let v = c.validate().unwrap();
         let names: Vec<&str> = v.routes.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, vec!["root", "a_b", "a_b_2"]);
@@ -390,7 +480,11 @@ mod tests {
     #[test]
     fn filter_config_round_trips_through_json() {
         let mut c = Config::default();
-        c.routes.push(RouteConfig::new("/gemini", "https://generativelanguage.googleapis.com", RouteKind::General));
+        c.routes.push(RouteConfig::new(
+            "/gemini",
+            "https://generativelanguage.googleapis.com",
+            RouteKind::General,
+        ));
         let fc = FilterConfig::from_valid(&c.validate().unwrap());
         let json = serde_json::to_vec(&fc).unwrap();
         assert_eq!(FilterConfig::from_json(&json).unwrap(), fc);
@@ -398,7 +492,9 @@ mod tests {
 
     #[test]
     fn filter_config_rejects_unnormalised_prefix() {
-        let err = FilterConfig::from_json(br#"{"routes":[{"prefix":"/a/","name":"a","type":"openai"}]}"#).unwrap_err();
+        let err =
+            FilterConfig::from_json(br#"{"routes":[{"prefix":"/a/","name":"a","type":"openai"}]}"#)
+                .unwrap_err();
         assert_eq!(err.path, "routes[0].prefix");
     }
 }

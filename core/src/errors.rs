@@ -17,7 +17,11 @@ mod tests {
 
     #[test]
     fn body_is_openai_shaped() {
-        let body = error_body("Incorrect API key provided", "invalid_request_error", "invalid_api_key");
+        let body = error_body(
+            "Incorrect API key provided",
+            "invalid_request_error",
+            "invalid_api_key",
+        );
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["error"]["message"], "Incorrect API key provided");
         assert_eq!(v["error"]["type"], "invalid_request_error");

@@ -3,14 +3,14 @@
 //! No proxy-wasm and no I/O here: the wasm filter and the native gateway both call into this crate,
 //! and every rule is unit-tested natively.
 
+pub mod answer;
+pub mod cache_key;
+pub mod cidr;
 pub mod config;
 pub mod errors;
 pub mod limits;
-pub mod routing;
-pub mod sse;
-pub mod answer;
-pub mod url;
-pub mod cidr;
 pub mod models;
+pub mod routing;
 pub mod secret;
-pub mod cache_key;
+pub mod sse;
+pub mod url;

@@ -55,7 +55,10 @@ impl ModelPattern {
     /// the end (`*-turbo`, `gpt-*-mini`, `gpt-**`) are errors.
     pub fn parse(s: &str) -> Result<ModelPattern, PatternError> {
         let p = s.trim();
-        let err = |reason| PatternError { pattern: s.to_string(), reason };
+        let err = |reason| PatternError {
+            pattern: s.to_string(),
+            reason,
+        };
         if p.is_empty() {
             return Err(err("empty pattern"));
         }
@@ -64,15 +67,23 @@ impl ModelPattern {
             None => (p, false),
         };
         if body.contains('*') {
-            return Err(err("`*` is only allowed as the last character (`gpt-*`), or alone (`*`)"));
+            return Err(err(
+                "`*` is only allowed as the last character (`gpt-*`), or alone (`*`)",
+            ));
         }
-        let kind = if wildcard { Kind::Prefix(body.to_string()) } else { Kind::Exact(body.to_string()) };
+        let kind = if wildcard {
+            Kind::Prefix(body.to_string())
+        } else {
+            Kind::Exact(body.to_string())
+        };
         Ok(ModelPattern { kind })
     }
 
     /// The pattern matching every model.
     pub fn any() -> ModelPattern {
-        ModelPattern { kind: Kind::Prefix(String::new()) }
+        ModelPattern {
+            kind: Kind::Prefix(String::new()),
+        }
     }
 
     pub fn matches(&self, model: &str) -> bool {
@@ -120,7 +131,9 @@ fn parse_list<S: AsRef<str>>(patterns: &[S]) -> Result<Vec<ModelPattern>, Patter
     patterns
         .iter()
         .enumerate()
-        .map(|(index, p)| ModelPattern::parse(p.as_ref()).map_err(|error| PatternListError { index, error }))
+        .map(|(index, p)| {
+            ModelPattern::parse(p.as_ref()).map_err(|error| PatternListError { index, error })
+        })
         .collect()
 }
 
@@ -207,22 +220,33 @@ impl ModelRouter {
     {
         let mut parsed = Vec::new();
         for (index, (pattern, target, rename)) in rules.into_iter().enumerate() {
-            let pat = ModelPattern::parse(pattern).map_err(|error| PatternListError { index, error })?;
+            let pat =
+                ModelPattern::parse(pattern).map_err(|error| PatternListError { index, error })?;
             let rename = match rename.map(str::trim) {
                 Some("") => {
-                    let error = PatternError { pattern: pattern.to_string(), reason: "rename target is empty" };
+                    let error = PatternError {
+                        pattern: pattern.to_string(),
+                        reason: "rename target is empty",
+                    };
                     return Err(PatternListError { index, error });
                 }
                 other => other.map(str::to_string),
             };
-            parsed.push(ModelRoute { pattern: pat, target, rename });
+            parsed.push(ModelRoute {
+                pattern: pat,
+                target,
+                rename,
+            });
         }
         Ok(ModelRouter::new(parsed))
     }
 
     /// `(target index, new model name)` for `model`, or `None` when no rule matches.
     pub fn route(&self, model: &str) -> Option<(usize, Option<&str>)> {
-        self.rules.iter().find(|r| r.pattern.matches(model)).map(|r| (r.target, r.rename.as_deref()))
+        self.rules
+            .iter()
+            .find(|r| r.pattern.matches(model))
+            .map(|r| (r.target, r.rename.as_deref()))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -290,7 +314,10 @@ mod tests {
             assert_eq!(e.pattern, bad);
             assert!(e.to_string().contains("last character"), "{e}");
         }
-        assert_eq!(ModelPattern::parse(" ").unwrap_err().reason, "empty pattern");
+        assert_eq!(
+            ModelPattern::parse(" ").unwrap_err().reason,
+            "empty pattern"
+        );
         assert!("gpt-*".parse::<ModelPattern>().is_ok());
     }
 
@@ -314,7 +341,10 @@ mod tests {
         let e = ModelSet::parse(&["gpt-4", "ok*", "b*d"]).unwrap_err();
         assert_eq!(e.index, 2);
         assert_eq!(e.error.pattern, "b*d");
-        assert!(e.to_string().contains("[2]") && e.to_string().contains("b*d"), "{e}");
+        assert!(
+            e.to_string().contains("[2]") && e.to_string().contains("b*d"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -325,7 +355,10 @@ mod tests {
         let l1 = ModelSet::for_level(1, Some(listed));
         assert!(l1.allows("gpt-4"));
         assert!(!l1.allows("gpt-3.5-turbo"));
-        assert!(!ModelSet::for_level(2, None).allows("gpt-4"), "unlisted level allows nothing");
+        assert!(
+            !ModelSet::for_level(2, None).allows("gpt-4"),
+            "unlisted level allows nothing"
+        );
     }
 
     fn router(rules: &[(&'static str, usize, Option<&'static str>)]) -> ModelRouter {
@@ -377,7 +410,10 @@ mod tests {
         assert_eq!(r.route("abx"), Some((2, None)));
         assert_eq!(r.route("abc"), Some((3, None)));
         let order: Vec<usize> = r.rules().iter().map(|rule| rule.target).collect();
-        let expected: Vec<usize> = [3, 1, 2, 0].iter().flat_map(|&k| (0..64).filter(move |i| i % 4 == k)).collect();
+        let expected: Vec<usize> = [3, 1, 2, 0]
+            .iter()
+            .flat_map(|&k| (0..64).filter(move |i| i % 4 == k))
+            .collect();
         assert_eq!(order, expected, "equal ranks keep config order");
         let r = router(&[("abc*", 1, None), ("xyz*", 2, None)]);
         assert_eq!(r.route("abcd"), Some((1, None)));

@@ -48,7 +48,11 @@ mod tests {
     fn routes(prefixes: &[&str]) -> Vec<FilterRoute> {
         prefixes
             .iter()
-            .map(|p| FilterRoute { prefix: p.to_string(), name: p.to_string(), kind: RouteKind::Openai })
+            .map(|p| FilterRoute {
+                prefix: p.to_string(),
+                name: p.to_string(),
+                kind: RouteKind::Openai,
+            })
             .collect()
     }
 
@@ -78,7 +82,10 @@ mod tests {
 
     #[test]
     fn route_path_strips_the_prefix() {
-        assert_eq!(route_path("/gen", "/gen/v1/chat/completions?x=1"), "/v1/chat/completions");
+        assert_eq!(
+            route_path("/gen", "/gen/v1/chat/completions?x=1"),
+            "/v1/chat/completions"
+        );
         assert_eq!(route_path("/gen", "/gen"), "/");
         assert_eq!(route_path("/", "/v1/embeddings"), "/v1/embeddings");
     }

@@ -10,7 +10,10 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | std::hint::black_box(x ^ y));
+    let diff = a
+        .iter()
+        .zip(b)
+        .fold(0u8, |acc, (x, y)| acc | std::hint::black_box(x ^ y));
     std::hint::black_box(diff) == 0
 }
 
@@ -25,7 +28,9 @@ pub fn mask(key: &str) -> String {
     const TAIL: usize = 4;
     const MIN_HIDDEN: usize = 8;
     let prefix = match key.find('-') {
-        Some(i) if key.get(..=i).is_some_and(|p| p.chars().count() <= 4) => key.get(..=i).unwrap_or(""),
+        Some(i) if key.get(..=i).is_some_and(|p| p.chars().count() <= 4) => {
+            key.get(..=i).unwrap_or("")
+        }
         _ => "",
     };
     let rest = key.get(prefix.len()..).unwrap_or("");
@@ -97,7 +102,11 @@ mod tests {
         assert_eq!(mask("sk-ééééééééééééé"), "sk-…éééé");
         assert_eq!(mask("ключ-абвгдежзийклмн"), "…клмн"); // "ключ-" is 5 chars: not a scheme prefix
         assert_eq!(mask("ки-абвгдежзийклмн"), "ки-…клмн");
-        for key in ["sk-abcdefghijklmnopqrstuvwxyz", "x".repeat(200).as_str(), "sk-ab"] {
+        for key in [
+            "sk-abcdefghijklmnopqrstuvwxyz",
+            "x".repeat(200).as_str(),
+            "sk-ab",
+        ] {
             let m = mask(key);
             let shown = m.rsplit(['…', '-']).next().unwrap_or("");
             assert!(shown.chars().count() <= 4, "{m}");

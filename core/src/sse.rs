@@ -115,7 +115,8 @@ impl SseParser {
     /// The buffers are released; the parser then starts over as if new (the `truncated` flag stays).
     pub fn finish(&mut self) -> bool {
         // While skipping, the dropped event has not been closed either.
-        let discarded = !self.line.is_empty() || self.has_data || !self.event_type.is_empty() || self.skipping;
+        let discarded =
+            !self.line.is_empty() || self.has_data || !self.event_type.is_empty() || self.skipping;
         let truncated = self.truncated;
         *self = SseParser::new(self.max_buffer);
         self.truncated = truncated;
@@ -187,7 +188,11 @@ impl SseParser {
             self.skip_line_has_bytes = true;
             return;
         }
-        let needed = self.line.len().saturating_add(rest.len()).saturating_add(self.pending_event_bytes());
+        let needed = self
+            .line
+            .len()
+            .saturating_add(rest.len())
+            .saturating_add(self.pending_event_bytes());
         if needed > self.max_buffer {
             self.overflow(true);
             return;
@@ -210,8 +215,11 @@ impl SseParser {
 
     /// Interprets one complete line (without its line ending).
     fn process_line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) {
-        let line =
-            if mem::replace(&mut self.at_stream_start, false) { line.strip_prefix(BOM).unwrap_or(line) } else { line };
+        let line = if mem::replace(&mut self.at_stream_start, false) {
+            line.strip_prefix(BOM).unwrap_or(line)
+        } else {
+            line
+        };
         if line.is_empty() {
             self.dispatch(out);
             return;
@@ -256,7 +264,10 @@ impl SseParser {
             }
             // Only ASCII digits count; a value too large for u64 is ignored too.
             b"retry" if value.iter().all(u8::is_ascii_digit) => {
-                if let Some(ms) = std::str::from_utf8(value).ok().and_then(|v| v.parse::<u64>().ok()) {
+                if let Some(ms) = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                {
                     self.retry = Some(ms);
                 }
             }
@@ -314,7 +325,9 @@ fn find_eol(buf: &[u8]) -> Option<usize> {
         offset += 8;
     }
     let tail = buf.get(offset..).unwrap_or_default();
-    tail.iter().position(|&b| b == b'\n' || b == b'\r').map(|i| offset + i)
+    tail.iter()
+        .position(|&b| b == b'\n' || b == b'\r')
+        .map(|i| offset + i)
 }
 
 /// How much to reserve so that `extra` more bytes fit: amortised doubling, but never beyond `max`
@@ -324,7 +337,10 @@ fn growth(len: usize, capacity: usize, extra: usize, max: usize) -> Option<usize
     if needed <= capacity {
         return None;
     }
-    let target = needed.max(capacity.saturating_mul(2)).max(256).min(max.max(needed));
+    let target = needed
+        .max(capacity.saturating_mul(2))
+        .max(256)
+        .min(max.max(needed));
     Some(target - len)
 }
 
@@ -354,7 +370,10 @@ pub(crate) mod tests {
         (out, p.truncated())
     }
 
-    fn parse_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>, max: usize) -> (Vec<SseEvent>, bool) {
+    fn parse_chunks<'a>(
+        chunks: impl IntoIterator<Item = &'a [u8]>,
+        max: usize,
+    ) -> (Vec<SseEvent>, bool) {
         let mut p = SseParser::new(max);
         let mut out = Vec::new();
         for c in chunks {
@@ -365,7 +384,11 @@ pub(crate) mod tests {
     }
 
     fn ev(data: &str) -> SseEvent {
-        SseEvent { event: None, data: data.into(), id: None }
+        SseEvent {
+            event: None,
+            data: data.into(),
+            id: None,
+        }
     }
 
     /// A deliberately naive parser, straight from the spec's wording: decode the whole input, split
@@ -392,8 +415,13 @@ pub(crate) mod tests {
             }
         }
         // `cur` is an unterminated line: discarded at the end of the stream.
-        let (mut out, mut data, mut has_data, mut etype, mut id) =
-            (Vec::new(), String::new(), false, String::new(), String::new());
+        let (mut out, mut data, mut has_data, mut etype, mut id) = (
+            Vec::new(),
+            String::new(),
+            false,
+            String::new(),
+            String::new(),
+        );
         let mut skipping = false;
         let mut truncated = false;
         for line in lines {
@@ -464,7 +492,9 @@ pub(crate) mod tests {
     /// The raw byte length of a decoded line. The generator's only invalid UTF-8 is a lone 0xFF,
     /// one byte that decodes to U+FFFD, and it never writes a real U+FFFD.
     fn raw_line_len(line: &str) -> usize {
-        line.chars().map(|c| if c == '\u{FFFD}' { 1 } else { c.len_utf8() }).sum()
+        line.chars()
+            .map(|c| if c == '\u{FFFD}' { 1 } else { c.len_utf8() })
+            .sum()
     }
 
     #[test]
@@ -500,14 +530,23 @@ pub(crate) mod tests {
 
     #[test]
     fn event_type_and_id() {
-        let input = b"event: delta\nid: 7\ndata: a\n\ndata: b\n\nid\ndata: c\n\nid: x\0y\ndata: d\n\n";
+        let input =
+            b"event: delta\nid: 7\ndata: a\n\ndata: b\n\nid\ndata: c\n\nid: x\0y\ndata: d\n\n";
         let (evs, _) = parse_all(input, BIG);
         assert_eq!(
             evs,
             vec![
-                SseEvent { event: Some("delta".into()), data: "a".into(), id: Some("7".into()) },
+                SseEvent {
+                    event: Some("delta".into()),
+                    data: "a".into(),
+                    id: Some("7".into())
+                },
                 // The id persists; the event type does not.
-                SseEvent { event: None, data: "b".into(), id: Some("7".into()) },
+                SseEvent {
+                    event: None,
+                    data: "b".into(),
+                    id: Some("7".into())
+                },
                 // An empty id resets it; an id with NUL is ignored.
                 ev("c"),
                 ev("d"),
@@ -533,7 +572,12 @@ pub(crate) mod tests {
             b"data: a\rdata: b\r\rdata: c\r\r",
             b"data: a\r\ndata: b\r\rdata: c\n\r\n",
         ] {
-            assert_eq!(parse_all(input, BIG).0, expected, "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                parse_all(input, BIG).0,
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 
@@ -546,7 +590,10 @@ pub(crate) mod tests {
         let (evs, _) = parse_chunks([&b"data: a\r"[..], b"data: b\r", b"\r"], BIG);
         assert_eq!(evs, vec![ev("a\nb")]);
         // Empty chunks in between do not lose the pending CR.
-        let (evs, _) = parse_chunks([&b"data: a\r"[..], b"", b"\ndata: b\r\n", b"", b"\r\n"], BIG);
+        let (evs, _) = parse_chunks(
+            [&b"data: a\r"[..], b"", b"\ndata: b\r\n", b"", b"\r\n"],
+            BIG,
+        );
         assert_eq!(evs, vec![ev("a\nb")]);
     }
 
@@ -570,7 +617,10 @@ pub(crate) mod tests {
 
     #[test]
     fn leading_bom_skipped_once() {
-        let (evs, _) = parse_chunks([&b"\xEF\xBB"[..], b"\xBFdata: a\n\n\xEF\xBB\xBFdata: b\n\n"], BIG);
+        let (evs, _) = parse_chunks(
+            [&b"\xEF\xBB"[..], b"\xBFdata: a\n\n\xEF\xBB\xBFdata: b\n\n"],
+            BIG,
+        );
         // The second BOM is not at the start of the stream: that line's field name is not `data`.
         assert_eq!(evs, vec![ev("a")]);
     }
@@ -615,11 +665,18 @@ pub(crate) mod tests {
         for _ in 0..(10 * 1024 * 1024 / CHUNK) {
             p.feed(&filler, &mut out);
             assert!(p.buffered_bytes() <= CAP, "buffered {}", p.buffered_bytes());
-            assert!(p.allocated_bytes() <= CAP + CHUNK, "allocated {}", p.allocated_bytes());
+            assert!(
+                p.allocated_bytes() <= CAP + CHUNK,
+                "allocated {}",
+                p.allocated_bytes()
+            );
         }
         assert!(p.truncated());
         // Still inside the dropped event: this data line belongs to it and must not come out.
-        p.feed(b"\ndata: tail of the dropped event\n\ndata: after\n\n", &mut out);
+        p.feed(
+            b"\ndata: tail of the dropped event\n\ndata: after\n\n",
+            &mut out,
+        );
         assert_eq!(out, vec![ev("before"), ev("after")]);
         assert!(p.allocated_bytes() <= CAP + CHUNK);
     }
@@ -677,7 +734,11 @@ pub(crate) mod tests {
                 for pos in 0..len {
                     for eol in [b'\n', b'\r'] {
                         buf[pos] = eol;
-                        assert_eq!(find_eol(&buf), Some(pos), "len {len} pos {pos} filler {filler:#x}");
+                        assert_eq!(
+                            find_eol(&buf),
+                            Some(pos),
+                            "len {len} pos {pos} filler {filler:#x}"
+                        );
                         // A second ending after the first does not change the answer.
                         if pos + 3 < len {
                             buf[pos + 3] = b'\n';
@@ -721,7 +782,8 @@ pub(crate) mod tests {
                 Just(Vec::new()),
             ]
             .prop_flat_map(|prefix| {
-                proptest::collection::vec(doc_byte(), 0..12).prop_map(move |rest| [prefix.clone(), rest].concat())
+                proptest::collection::vec(doc_byte(), 0..12)
+                    .prop_map(move |rest| [prefix.clone(), rest].concat())
             });
             proptest::collection::vec(line, 0..30).prop_map(|lines| lines.concat())
         }
@@ -791,7 +853,20 @@ pub(crate) mod tests {
 
     /// A random event stream: all kinds of lines and line endings, multi-byte text.
     fn random_document(rng: &mut Rng) -> Vec<u8> {
-        const WORDS: &[&str] = &["a", "hello", " ", "é", "你好", "🌍", "[DONE]", "{\"x\":1}", ":", "  ", "\0", "\u{1}"];
+        const WORDS: &[&str] = &[
+            "a",
+            "hello",
+            " ",
+            "é",
+            "你好",
+            "🌍",
+            "[DONE]",
+            "{\"x\":1}",
+            ":",
+            "  ",
+            "\0",
+            "\u{1}",
+        ];
         let mut doc = Vec::new();
         if rng.below(20) == 0 {
             doc.extend_from_slice(BOM);
@@ -829,14 +904,31 @@ pub(crate) mod tests {
         for round in 0..3000 {
             let doc = random_document(&mut rng);
             // Small limits on some rounds, so truncation is exercised too.
-            let max = if round % 3 == 0 { 8 + rng.below(120) } else { BIG };
+            let max = if round % 3 == 0 {
+                8 + rng.below(120)
+            } else {
+                BIG
+            };
             let expected = reference(&doc, max);
-            assert_eq!(parse_all(&doc, max), expected, "round {round}: {:?}", String::from_utf8_lossy(&doc));
+            assert_eq!(
+                parse_all(&doc, max),
+                expected,
+                "round {round}: {:?}",
+                String::from_utf8_lossy(&doc)
+            );
             for _ in 0..4 {
                 let chunks = random_chunks(&mut rng, &doc);
-                assert_eq!(parse_chunks(chunks.iter().copied(), max), expected, "round {round} chunks {chunks:?}");
+                assert_eq!(
+                    parse_chunks(chunks.iter().copied(), max),
+                    expected,
+                    "round {round} chunks {chunks:?}"
+                );
             }
-            assert_eq!(parse_chunks(doc.chunks(1), max), expected, "round {round} byte at a time");
+            assert_eq!(
+                parse_chunks(doc.chunks(1), max),
+                expected,
+                "round {round} byte at a time"
+            );
         }
     }
 }

@@ -28,7 +28,9 @@ impl BaseUrl {
             return Err(format!("`{input}` must not contain a query or fragment"));
         }
         if rest.contains('@') {
-            return Err(format!("`{input}` must not contain credentials; use keys instead"));
+            return Err(format!(
+                "`{input}` must not contain credentials; use keys instead"
+            ));
         }
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
@@ -40,7 +42,12 @@ impl BaseUrl {
             return Err(format!("`{input}` has no host"));
         }
         let path = path.trim_end_matches('/').to_string();
-        Ok(BaseUrl { tls, host, port, path })
+        Ok(BaseUrl {
+            tls,
+            host,
+            port,
+            path,
+        })
     }
 
     /// `host:port` as Envoy wants it in a socket address, IPv6 literals bracketed for display.
@@ -57,7 +64,11 @@ impl fmt::Display for BaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scheme = if self.tls { "https" } else { "http" };
         let default_port = if self.tls { 443 } else { 80 };
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
         if self.port == default_port {
             write!(f, "{scheme}://{host}{}", self.path)
         } else {
@@ -99,7 +110,10 @@ mod tests {
     fn parses_https_with_default_port() {
         let u = BaseUrl::parse("https://api.openai.com").unwrap();
         assert!(u.tls);
-        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("api.openai.com", 443, ""));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("api.openai.com", 443, "")
+        );
         assert_eq!(u.to_string(), "https://api.openai.com");
     }
 
@@ -107,7 +121,10 @@ mod tests {
     fn parses_port_and_path_and_strips_trailing_slash() {
         let u = BaseUrl::parse("http://127.0.0.1:9001/compatible-mode/v1/").unwrap();
         assert!(!u.tls);
-        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("127.0.0.1", 9001, "/compatible-mode/v1"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("127.0.0.1", 9001, "/compatible-mode/v1")
+        );
         assert_eq!(u.authority(), "127.0.0.1:9001");
     }
 
@@ -121,7 +138,15 @@ mod tests {
 
     #[test]
     fn rejects_bad_urls() {
-        for bad in ["api.openai.com", "ftp://x", "http://", "http://h:0", "http://h:99999", "http://h/?q=1", "http://u:p@h"] {
+        for bad in [
+            "api.openai.com",
+            "ftp://x",
+            "http://",
+            "http://h:0",
+            "http://h:99999",
+            "http://h/?q=1",
+            "http://u:p@h",
+        ] {
             assert!(BaseUrl::parse(bad).is_err(), "{bad} should be rejected");
         }
     }

@@ -7,6 +7,15 @@ use llm_forward_core::errors::error_body;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MapType};
 
+/// Wall-clock milliseconds since the Unix epoch as Envoy sees them (0 if unavailable).
+pub fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 pub fn log(level: LogLevel, message: &str) {
     let _ = hostcalls::log(level, message);
 }
@@ -25,16 +34,31 @@ pub fn set_response_header(name: &str, value: Option<&str>) {
 }
 
 /// Answer the request locally with an OpenAI-shaped JSON error; the upstream is never contacted.
-pub fn send_error(status: u32, message: &str, kind: &str, code: &str, extra_headers: &[(&str, &str)]) {
+pub fn send_error(
+    status: u32,
+    message: &str,
+    kind: &str,
+    code: &str,
+    extra_headers: &[(&str, &str)],
+) {
     let body = error_body(message, kind, code);
-    let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json"), ("x-llm-forward-error", code)];
+    let mut headers: Vec<(&str, &str)> = vec![
+        ("content-type", "application/json"),
+        ("x-llm-forward-error", code),
+    ];
     headers.extend_from_slice(extra_headers);
     if hostcalls::send_http_response(status, headers, Some(&body)).is_err() {
-        log(LogLevel::Warn, &format!("could not send local reply {status}"));
+        log(
+            LogLevel::Warn,
+            &format!("could not send local reply {status}"),
+        );
     }
 }
 
 /// The value of a header in a header list read by [`request_headers`] (names are lower-case in Envoy).
 pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }

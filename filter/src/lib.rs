@@ -6,6 +6,7 @@
 //! Every host call goes through [`host`], which returns `Result`s instead of panicking: a panic traps
 //! the VM and fails every later request on that worker.
 
+pub mod exchange;
 pub mod host;
 pub mod http;
 pub mod metrics;

@@ -25,17 +25,29 @@ impl Context for FilterRoot {}
 
 impl RootContext for FilterRoot {
     fn on_configure(&mut self, size: usize) -> bool {
-        let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size).ok().flatten().unwrap_or_default();
+        let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         match FilterConfig::from_json(&bytes) {
             Ok(config) => {
                 let names: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
                 let metrics = Metrics::define(&names);
-                log(LogLevel::Info, &format!("llm-forward filter configured: {} route(s)", config.routes.len()));
+                log(
+                    LogLevel::Info,
+                    &format!(
+                        "llm-forward filter configured: {} route(s)",
+                        config.routes.len()
+                    ),
+                );
                 self.plugin = Some(Rc::new(Plugin { config, metrics }));
                 true
             }
             Err(e) => {
-                log(LogLevel::Error, &format!("llm-forward: invalid plugin configuration: {e}"));
+                log(
+                    LogLevel::Error,
+                    &format!("llm-forward: invalid plugin configuration: {e}"),
+                );
                 false
             }
         }

@@ -5,26 +5,53 @@ use std::fmt::Write;
 
 pub fn banner(config: &ValidConfig, version: &str, access_log: &str, demo: bool) -> String {
     let server = &config.raw.server;
-    let host = if server.address == "0.0.0.0" { "localhost".to_string() } else { server.address.clone() };
+    let host = if server.address == "0.0.0.0" {
+        "localhost".to_string()
+    } else {
+        server.address.clone()
+    };
     let mut rows: Vec<(String, String)> = Vec::new();
     for r in &config.routes {
         let kind = match r.kind {
             RouteKind::Openai => "openai",
             RouteKind::General => "general",
         };
-        rows.push(("route".into(), format!("{:<12} → {} ({kind})", r.prefix, r.upstream)));
+        rows.push((
+            "route".into(),
+            format!("{:<12} → {} ({kind})", r.prefix, r.upstream),
+        ));
     }
     rows.push(("timeouts".into(), summarize_timeouts(config)));
-    rows.push(("admin".into(), format!("http://127.0.0.1:{} (stats, ready)", server.admin_port)));
+    rows.push((
+        "admin".into(),
+        format!("http://127.0.0.1:{} (stats, ready)", server.admin_port),
+    ));
     rows.push(("access log".into(), access_log.to_string()));
     if demo {
-        rows.push(("demo".into(), "built-in mock upstream; no real API is called".into()));
+        rows.push((
+            "demo".into(),
+            "built-in mock upstream; no real API is called".into(),
+        ));
     }
-    let title = format!(" llm-forward {version} is ready to serve on http://{host}:{} ", server.port);
-    let width = rows.iter().map(|(k, v)| k.chars().count() + v.chars().count() + 6).chain([title.chars().count() + 4]).max().unwrap_or(60);
+    let title = format!(
+        " llm-forward {version} is ready to serve on http://{host}:{} ",
+        server.port
+    );
+    let width = rows
+        .iter()
+        .map(|(k, v)| k.chars().count() + v.chars().count() + 6)
+        .chain([title.chars().count() + 4])
+        .max()
+        .unwrap_or(60);
     let mut out = String::new();
     let pad = width.saturating_sub(title.chars().count() + 2);
-    let _ = writeln!(out, "╭{}{}{}╮", "─".repeat(pad / 2), title, "─".repeat(pad - pad / 2));
+    let _ = writeln!(
+        out,
+        "╭{}{}{}╮",
+        "─".repeat(pad / 2),
+        title,
+        "─".repeat(pad - pad / 2)
+    );
     for (k, v) in rows {
         let line = format!("  {k:<11} {v}");
         let fill = width.saturating_sub(line.chars().count() + 2);
@@ -36,7 +63,10 @@ pub fn banner(config: &ValidConfig, version: &str, access_log: &str, demo: bool)
 
 fn summarize_timeouts(config: &ValidConfig) -> String {
     match config.routes.first() {
-        Some(r) => format!("connect {}s, total {}s, stream idle {}s, retries {}", r.connect_timeout, r.timeout, r.stream_idle_timeout, r.retries),
+        Some(r) => format!(
+            "connect {}s, total {}s, stream idle {}s, retries {}",
+            r.connect_timeout, r.timeout, r.stream_idle_timeout, r.retries
+        ),
         None => String::new(),
     }
 }
@@ -48,7 +78,12 @@ mod tests {
 
     #[test]
     fn banner_lists_routes_and_ports() {
-        let b = banner(&Config::default().validate().unwrap(), "0.1.0", "Log/access.log", false);
+        let b = banner(
+            &Config::default().validate().unwrap(),
+            "0.1.0",
+            "Log/access.log",
+            false,
+        );
         assert!(b.contains("http://localhost:8000"), "{b}");
         assert!(b.contains("https://api.openai.com (openai)"), "{b}");
         assert!(b.contains("127.0.0.1:8001"), "{b}");

@@ -3,7 +3,9 @@
 //! Order, later wins: built-in defaults → the YAML file → environment variables. The environment
 //! lets containers and `.env` users change a deployment without editing the file.
 
-use llm_forward_core::config::{normalize_prefix, Config, ConfigError, RouteConfig, RouteKind, ValidConfig};
+use llm_forward_core::config::{
+    normalize_prefix, Config, ConfigError, RouteConfig, RouteKind, ValidConfig,
+};
 use std::path::{Path, PathBuf};
 
 /// The file `run` and `render` read when `--config` is not given and it exists in the working folder.
@@ -34,22 +36,34 @@ pub fn resolve_path(explicit: Option<&Path>) -> Option<PathBuf> {
 }
 
 /// Read the file (if any), apply `env`, validate. Errors are printable lines.
-pub fn load(path: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<ValidConfig, Vec<String>> {
+pub fn load(
+    path: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ValidConfig, Vec<String>> {
     let mut config = match path {
         Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| vec![format!("cannot read {}: {e}", p.display())])?;
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| vec![format!("cannot read {}: {e}", p.display())])?;
             parse_yaml(&text).map_err(|e| vec![format!("{}: {e}", p.display())])?
         }
         None => Config::default(),
     };
     apply_env(&mut config, env).map_err(|e| vec![e.to_string()])?;
-    config.validate().map_err(|errs| errs.into_iter().map(|e| e.to_string()).collect())
+    config
+        .validate()
+        .map_err(|errs| errs.into_iter().map(|e| e.to_string()).collect())
 }
 
 /// Environment variables that override the file. Documented in the README's config reference.
-pub fn apply_env(config: &mut Config, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+pub fn apply_env(
+    config: &mut Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
     fn number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConfigError> {
-        value.trim().parse().map_err(|_| ConfigError::new(name, format!("`{value}` is not a valid number")))
+        value
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::new(name, format!("`{value}` is not a valid number")))
     }
     if let Some(v) = env("LLM_FORWARD_ADDRESS") {
         config.server.address = v.trim().to_string();
@@ -92,9 +106,13 @@ pub fn parse_forward_config(text: &str) -> Result<Vec<RouteConfig>, ConfigError>
         RouteKind::Openai
     }
     let mut de = serde_json::Deserializer::from_str(text);
-    let entries: Vec<Entry> = serde_path_to_error::deserialize(&mut de)
-        .map_err(|e| ConfigError::new(format!("FORWARD_CONFIG{}", e.path()), e.inner().to_string()))?;
-    Ok(entries.into_iter().map(|e| RouteConfig::new(&normalize_prefix(&e.route), &e.base_url, e.kind)).collect())
+    let entries: Vec<Entry> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        ConfigError::new(format!("FORWARD_CONFIG{}", e.path()), e.inner().to_string())
+    })?;
+    Ok(entries
+        .into_iter()
+        .map(|e| RouteConfig::new(&normalize_prefix(&e.route), &e.base_url, e.kind))
+        .collect())
 }
 
 #[cfg(test)]
@@ -103,7 +121,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k: &str| map.get(k).cloned()
     }
 
@@ -122,7 +143,8 @@ mod tests {
 
     #[test]
     fn yaml_errors_name_the_field() {
-        let err = parse_yaml("routes:\n  - route: /\n    base_url: http://x\n    type: grpc\n").unwrap_err();
+        let err = parse_yaml("routes:\n  - route: /\n    base_url: http://x\n    type: grpc\n")
+            .unwrap_err();
         assert_eq!(err.path, "routes[0].type");
         let err = parse_yaml("server:\n  prot: 1\n").unwrap_err();
         assert_eq!(err.path, "server.prot");
@@ -133,7 +155,10 @@ mod tests {
         let mut c = Config::default();
         let env = env_of(&[
             ("LLM_FORWARD_PORT", "8080"),
-            ("FORWARD_CONFIG", r#"[{"base_url":"http://127.0.0.1:9001","route":"localai/","type":"general"}]"#),
+            (
+                "FORWARD_CONFIG",
+                r#"[{"base_url":"http://127.0.0.1:9001","route":"localai/","type":"general"}]"#,
+            ),
             ("TIMEOUT", "6"),
         ]);
         apply_env(&mut c, &env).unwrap();
@@ -149,7 +174,8 @@ mod tests {
         let mut c = Config::default();
         let err = apply_env(&mut c, &env_of(&[("LLM_FORWARD_PORT", "x")])).unwrap_err();
         assert_eq!(err.path, "LLM_FORWARD_PORT");
-        let err = apply_env(&mut c, &env_of(&[("FORWARD_CONFIG", r#"[{"route":"/"}]"#)])).unwrap_err();
+        let err =
+            apply_env(&mut c, &env_of(&[("FORWARD_CONFIG", r#"[{"route":"/"}]"#)])).unwrap_err();
         assert!(err.path.starts_with("FORWARD_CONFIG"), "{err}");
     }
 }

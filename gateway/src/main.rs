@@ -5,7 +5,11 @@ use llm_forward_gateway::{config_file, render, run};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "llm-forward", version, about = "An LLM API forwarding gateway inside Envoy")]
+#[command(
+    name = "llm-forward",
+    version,
+    about = "An LLM API forwarding gateway inside Envoy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,7 +55,11 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("llm-forward: cannot start the async runtime: {e}");
@@ -59,10 +67,23 @@ fn main() {
         }
     };
     let code = match cli.command {
-        Command::Run { config, wasm, demo, verbose } => {
-            runtime.block_on(run::run(run::RunOptions { config, wasm, demo, verbose }))
-        }
-        Command::Render { config, wasm_path, log_dir, ca_bundle } => {
+        Command::Run {
+            config,
+            wasm,
+            demo,
+            verbose,
+        } => runtime.block_on(run::run(run::RunOptions {
+            config,
+            wasm,
+            demo,
+            verbose,
+        })),
+        Command::Render {
+            config,
+            wasm_path,
+            log_dir,
+            ca_bundle,
+        } => {
             let env = |k: &str| std::env::var(k).ok();
             let path = config_file::resolve_path(config.as_deref());
             match config_file::load(path.as_deref(), &env) {
@@ -76,7 +97,10 @@ fn main() {
                     0
                 }
                 Err(errors) => {
-                    eprintln!("llm-forward: invalid configuration:\n  {}", errors.join("\n  "));
+                    eprintln!(
+                        "llm-forward: invalid configuration:\n  {}",
+                        errors.join("\n  ")
+                    );
                     1
                 }
             }

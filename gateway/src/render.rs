@@ -28,7 +28,11 @@ pub const CA_BUNDLES: [&str; 4] = [
 ];
 
 pub fn default_ca_bundle() -> String {
-    CA_BUNDLES.iter().find(|p| std::path::Path::new(p).exists()).unwrap_or(&CA_BUNDLES[0]).to_string()
+    CA_BUNDLES
+        .iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or(&CA_BUNDLES[0])
+        .to_string()
 }
 
 fn seconds(value: f64) -> String {
@@ -49,7 +53,11 @@ pub fn cluster_name(route: &Route) -> String {
 fn upstream_host(route: &Route) -> String {
     let u = &route.upstream;
     let default_port = if u.tls { 443 } else { 80 };
-    let host = if u.host.contains(':') { format!("[{}]", u.host) } else { u.host.clone() };
+    let host = if u.host.contains(':') {
+        format!("[{}]", u.host)
+    } else {
+        u.host.clone()
+    };
     if u.port == default_port {
         host
     } else {
@@ -83,9 +91,15 @@ fn envoy_routes(route: &Route) -> Vec<Value> {
     let name = &route.name;
     if route.prefix == "/" {
         let rewrite = (!base.is_empty()).then(|| format!("{base}/"));
-        return vec![json!({"name": name, "match": {"prefix": "/"}, "route": route_action(route, rewrite)})];
+        return vec![
+            json!({"name": name, "match": {"prefix": "/"}, "route": route_action(route, rewrite)}),
+        ];
     }
-    let exact_rewrite = if base.is_empty() { "/".to_string() } else { base.clone() };
+    let exact_rewrite = if base.is_empty() {
+        "/".to_string()
+    } else {
+        base.clone()
+    };
     vec![
         json!({"name": format!("{name}_exact"), "match": {"path": route.prefix}, "route": route_action(route, Some(exact_rewrite))}),
         json!({"name": name, "match": {"prefix": format!("{}/", route.prefix)}, "route": route_action(route, Some(format!("{base}/")))}),
@@ -148,9 +162,7 @@ fn local_reply_config() -> Value {
         })
     }
     let flags = |flags: &[&str]| json!({"response_flag_filter": {"flags": flags}});
-    let status = |code: u32| {
-        json!({"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": code, "runtime_key": format!("llm_forward.local_reply.{code}")}}}})
-    };
+    let status = |code: u32| json!({"status_code_filter": {"comparison": {"op": "EQ", "value": {"default_value": code, "runtime_key": format!("llm_forward.local_reply.{code}")}}}});
     json!({"mappers": [
         mapper(flags(&["UT"]), "The upstream did not answer in time: %LOCAL_REPLY_BODY%", "upstream_error", "upstream_timeout"),
         mapper(flags(&["UF", "UH", "URX", "UC", "UO", "UR", "NC", "DF", "UMSDR", "OM"]), "The upstream could not be reached: %LOCAL_REPLY_BODY%", "upstream_error", "upstream_unavailable"),
@@ -227,7 +239,11 @@ pub fn bootstrap(config: &ValidConfig, options: &RenderOptions) -> Value {
     for r in &ordered {
         routes.extend(envoy_routes(r));
     }
-    let clusters: Vec<Value> = config.routes.iter().map(|r| cluster(r, options, server.buffer_limit_bytes)).collect();
+    let clusters: Vec<Value> = config
+        .routes
+        .iter()
+        .map(|r| cluster(r, options, server.buffer_limit_bytes))
+        .collect();
     json!({
         "node": {"id": "llm-forward", "cluster": "llm-forward"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": server.admin_port}}},
@@ -250,7 +266,11 @@ pub fn bootstrap(config: &ValidConfig, options: &RenderOptions) -> Value {
     })
 }
 
-fn http_connection_manager(config: &ValidConfig, options: &RenderOptions, routes: Vec<Value>) -> Value {
+fn http_connection_manager(
+    config: &ValidConfig,
+    options: &RenderOptions,
+    routes: Vec<Value>,
+) -> Value {
     let cors_policy = json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
         "allow_origin_string_match": [{"safe_regex": {"regex": ".*"}}],
@@ -299,7 +319,11 @@ mod tests {
     use llm_forward_core::config::{Config, RouteConfig, RouteKind};
 
     fn options() -> RenderOptions {
-        RenderOptions { wasm_path: "/x.wasm".into(), log_dir: "/logs".into(), ca_bundle: CA_BUNDLES[0].into() }
+        RenderOptions {
+            wasm_path: "/x.wasm".into(),
+            log_dir: "/logs".into(),
+            ca_bundle: CA_BUNDLES[0].into(),
+        }
     }
 
     fn render(config: Config) -> Value {
@@ -324,7 +348,11 @@ mod tests {
     fn prefixes_are_segment_safe_and_most_specific_first() {
         let mut c = Config::default();
         c.routes[0].base_url = "http://127.0.0.1:9000".into();
-        c.routes.push(RouteConfig::new("/gen", "http://127.0.0.1:9001/base", RouteKind::General));
+        c.routes.push(RouteConfig::new(
+            "/gen",
+            "http://127.0.0.1:9001/base",
+            RouteKind::General,
+        ));
         let r = routes(&render(c));
         let matches: Vec<String> = r.iter().map(|x| x["match"].to_string()).collect();
         assert!(matches[0].contains("/healthz"));
@@ -343,14 +371,25 @@ mod tests {
         assert_eq!(c["type"], "STRICT_DNS");
         let tls = &c["transport_socket"]["typed_config"];
         assert_eq!(tls["sni"], "api.openai.com");
-        assert_eq!(tls["common_tls_context"]["validation_context"]["trusted_ca"]["filename"], CA_BUNDLES[0]);
-        assert_eq!(c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"], 443);
+        assert_eq!(
+            tls["common_tls_context"]["validation_context"]["trusted_ca"]["filename"],
+            CA_BUNDLES[0]
+        );
+        assert_eq!(
+            c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+                ["socket_address"]["port_value"],
+            443
+        );
     }
 
     #[test]
     fn plugin_config_is_the_filter_config_json() {
         let v = render(Config::default());
-        let filters = v.pointer("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters").unwrap();
+        let filters = v
+            .pointer(
+                "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
+            )
+            .unwrap();
         let wasm = &filters[1]["typed_config"]["config"];
         assert_eq!(wasm["failure_policy"], "FAIL_RELOAD");
         assert_eq!(wasm["allow_on_headers_stop_iteration"], true);
@@ -369,6 +408,9 @@ mod tests {
         let action = &routes(&v)[1]["route"];
         assert_eq!(action["retry_policy"]["num_retries"], 5);
         assert_eq!(action["timeout"], "30s");
-        assert_eq!(v["static_resources"]["clusters"][0]["connect_timeout"], "2.500s");
+        assert_eq!(
+            v["static_resources"]["clusters"][0]["connect_timeout"],
+            "2.500s"
+        );
     }
 }

@@ -25,7 +25,9 @@ fn absolute(dir: &str) -> PathBuf {
     if p.is_absolute() {
         p.to_path_buf()
     } else {
-        std::env::current_dir().map(|c| c.join(p)).unwrap_or_else(|_| p.to_path_buf())
+        std::env::current_dir()
+            .map(|c| c.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
     }
 }
 
@@ -60,30 +62,53 @@ async fn run_inner(options: RunOptions) -> Result<i32, String> {
         config = raw.validate().map_err(|e| format!("demo config: {e:?}"))?;
         _mock = Some(mock);
     }
-    let wasm = locate_wasm(options.wasm.or_else(|| env("LLM_FORWARD_WASM").map(PathBuf::from)))?;
+    let wasm = locate_wasm(
+        options
+            .wasm
+            .or_else(|| env("LLM_FORWARD_WASM").map(PathBuf::from)),
+    )?;
     let envoy_bin = locate_envoy(env("ENVOY_BIN"))?;
     let log_dir = absolute(&config.raw.log_dir);
-    std::fs::create_dir_all(&log_dir).map_err(|e| format!("cannot create log folder {}: {e}", log_dir.display()))?;
+    std::fs::create_dir_all(&log_dir)
+        .map_err(|e| format!("cannot create log folder {}: {e}", log_dir.display()))?;
     let render_options = RenderOptions {
         wasm_path: wasm.display().to_string(),
         log_dir: log_dir.display().to_string(),
         ca_bundle: default_ca_bundle(),
     };
     let runtime_dir = std::env::temp_dir().join(format!("llm-forward-{}", std::process::id()));
-    std::fs::create_dir_all(&runtime_dir).map_err(|e| format!("cannot create {}: {e}", runtime_dir.display()))?;
+    std::fs::create_dir_all(&runtime_dir)
+        .map_err(|e| format!("cannot create {}: {e}", runtime_dir.display()))?;
     let envoy_yaml = runtime_dir.join("envoy.yaml");
     std::fs::write(&envoy_yaml, to_yaml(&bootstrap(&config, &render_options)))
         .map_err(|e| format!("cannot write {}: {e}", envoy_yaml.display()))?;
 
     let admin = SocketAddr::from(([127, 0, 0, 1], config.raw.server.admin_port));
-    let mut envoy = EnvoyProcess::spawn(&envoy_bin, &envoy_yaml, admin, config.raw.server.concurrency, options.verbose)?;
+    let mut envoy = EnvoyProcess::spawn(
+        &envoy_bin,
+        &envoy_yaml,
+        admin,
+        config.raw.server.concurrency,
+        options.verbose,
+    )?;
     if let Err(e) = envoy.wait_ready(Duration::from_secs(60)).await {
         envoy.shutdown().await;
         let _ = std::fs::remove_dir_all(&runtime_dir);
-        return Err(format!("{e}. Envoy's last lines:\n{}", envoy.last_lines().join("\n")));
+        return Err(format!(
+            "{e}. Envoy's last lines:\n{}",
+            envoy.last_lines().join("\n")
+        ));
     }
     let access_log = log_dir.join("access.log");
-    print!("{}", banner(&config, crate::VERSION, &access_log.display().to_string(), options.demo));
+    print!(
+        "{}",
+        banner(
+            &config,
+            crate::VERSION,
+            &access_log.display().to_string(),
+            options.demo
+        )
+    );
 
     let code = supervise(&mut envoy).await;
     let _ = std::fs::remove_dir_all(&runtime_dir);
@@ -91,7 +116,8 @@ async fn run_inner(options: RunOptions) -> Result<i32, String> {
 }
 
 async fn supervise(envoy: &mut EnvoyProcess) -> i32 {
-    let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+    let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
         Ok(s) => s,
         Err(e) => {
             eprintln!("llm-forward: cannot watch SIGTERM: {e}");

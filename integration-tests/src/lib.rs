@@ -18,31 +18,53 @@ use std::time::{Duration, Instant};
 pub use llm_forward_gateway::mock::MockUpstream;
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The release build of the filter; tests fail with a clear message when it is missing.
 pub fn wasm_path() -> PathBuf {
     let p = workspace_root().join("target/wasm32-wasip1/release/llm_forward_filter.wasm");
-    assert!(p.is_file(), "{} is missing: run `make wasm` (or `make test`) first", p.display());
+    assert!(
+        p.is_file(),
+        "{} is missing: run `make wasm` (or `make test`) first",
+        p.display()
+    );
     p
 }
 
 pub fn envoy_bin() -> PathBuf {
-    llm_forward_gateway::envoy::locate_envoy(std::env::var("ENVOY_BIN").ok()).unwrap_or_else(|e| panic!("{e}"))
+    llm_forward_gateway::envoy::locate_envoy(std::env::var("ENVOY_BIN").ok())
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The gateway binary built by cargo for this workspace.
 pub fn gateway_bin() -> PathBuf {
-    let profile_dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+    let profile_dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let p = profile_dir.join("llm-forward");
-    assert!(p.is_file(), "{} is missing: run `cargo build -p llm-forward` first", p.display());
+    assert!(
+        p.is_file(),
+        "{} is missing: run `cargo build -p llm-forward` first",
+        p.display()
+    );
     p
 }
 
 /// A free loopback port (bound then released; Envoy binds it right after).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A fresh, empty folder under the system temp folder, removed on drop.
@@ -52,7 +74,8 @@ impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("llm-forward-it-{}-{tag}-{n}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("llm-forward-it-{}-{tag}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
@@ -85,7 +108,10 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn start(config: Config) -> Gateway {
-        let valid = config.clone().validate().unwrap_or_else(|e| panic!("test config invalid: {e:?}"));
+        let valid = config
+            .clone()
+            .validate()
+            .unwrap_or_else(|e| panic!("test config invalid: {e:?}"));
         let dir = TempDir::new("envoy");
         let options = RenderOptions {
             wasm_path: wasm_path().display().to_string(),
@@ -98,8 +124,17 @@ impl Gateway {
         let child = Command::new(envoy_bin())
             .arg("-c")
             .arg(&yaml_path)
-            .args(["--disable-hot-restart", "--log-level", "warn", "--component-log-level", "wasm:info"])
-            .args(["--concurrency", &config.server.concurrency.max(1).to_string()])
+            .args([
+                "--disable-hot-restart",
+                "--log-level",
+                "warn",
+                "--component-log-level",
+                "wasm:info",
+            ])
+            .args([
+                "--concurrency",
+                &config.server.concurrency.max(1).to_string(),
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -114,12 +149,20 @@ impl Gateway {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("Envoy exited during startup ({status}):\n{}", self.envoy_output());
+                panic!(
+                    "Envoy exited during startup ({status}):\n{}",
+                    self.envoy_output()
+                );
             }
-            if let Ok((200, _)) = llm_forward_gateway::envoy::admin_get(self.admin_addr(), "/ready") {
+            if let Ok((200, _)) = llm_forward_gateway::envoy::admin_get(self.admin_addr(), "/ready")
+            {
                 return;
             }
-            assert!(Instant::now() < deadline, "Envoy not ready after 30s:\n{}", self.envoy_output());
+            assert!(
+                Instant::now() < deadline,
+                "Envoy not ready after 30s:\n{}",
+                self.envoy_output()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -142,12 +185,18 @@ impl Gateway {
 
     /// Envoy's stats in text form.
     pub fn stats(&self) -> String {
-        llm_forward_gateway::envoy::admin_get(self.admin_addr(), "/stats").map(|(_, b)| b).unwrap_or_default()
+        llm_forward_gateway::envoy::admin_get(self.admin_addr(), "/stats")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
     }
 
     /// One counter or gauge by its full name; None when Envoy does not have it.
     pub fn stat(&self, name: &str) -> Option<u64> {
-        self.stats().lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(": ")).and_then(|v| v.trim().parse().ok()))
+        self.stats().lines().find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|r| r.strip_prefix(": "))
+                .and_then(|v| v.trim().parse().ok())
+        })
     }
 
     pub fn access_log(&self) -> String {
@@ -164,7 +213,11 @@ impl Drop for Gateway {
 
 /// A blocking client that never retries, never follows redirects and never pools across tests.
 pub fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder().timeout(Duration::from_secs(30)).redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 /// A raw HTTP/1.1 connection, for tests about connection reuse and byte-exact framing.
@@ -182,20 +235,36 @@ pub struct RawResponse {
 
 impl RawResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
 impl RawConnection {
     pub fn connect(addr: SocketAddr) -> RawConnection {
         let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        RawConnection { reader: BufReader::new(stream) }
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        RawConnection {
+            reader: BufReader::new(stream),
+        }
     }
 
     /// Send one request (with Content-Length) and read the whole response (chunked or sized).
-    pub fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> RawResponse {
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n", body.len());
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> RawResponse {
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n",
+            body.len()
+        );
         for (k, v) in headers {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -215,7 +284,11 @@ impl RawConnection {
 
     fn read_response(&mut self, start: Instant) -> RawResponse {
         let status_line = self.read_line();
-        let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
         let mut headers = Vec::new();
         loop {
             let line = self.read_line();
@@ -226,12 +299,21 @@ impl RawConnection {
                 headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
             }
         }
-        let mut response = RawResponse { status, headers, body: Vec::new(), chunk_times: Vec::new() };
-        let chunked = response.header("transfer-encoding").is_some_and(|v| v.contains("chunked"));
+        let mut response = RawResponse {
+            status,
+            headers,
+            body: Vec::new(),
+            chunk_times: Vec::new(),
+        };
+        let chunked = response
+            .header("transfer-encoding")
+            .is_some_and(|v| v.contains("chunked"));
         if chunked {
             loop {
                 let size_line = self.read_line();
-                let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16).unwrap();
+                let size =
+                    usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+                        .unwrap();
                 if size == 0 {
                     let _ = self.read_line();
                     break;
@@ -242,7 +324,10 @@ impl RawConnection {
                 response.body.extend_from_slice(&chunk);
                 let _ = self.read_line();
             }
-        } else if let Some(len) = response.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        } else if let Some(len) = response
+            .header("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+        {
             let mut body = vec![0; len];
             self.reader.read_exact(&mut body).unwrap();
             response.chunk_times.push(start.elapsed());
@@ -254,8 +339,14 @@ impl RawConnection {
 
 /// Parse an OpenAI-style error body and return `(type, code)`, failing the test if it is not one.
 pub fn openai_error(body: &[u8]) -> (String, String) {
-    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)));
-    let err = v.get("error").unwrap_or_else(|| panic!("no `error` object: {v}"));
+    let v: serde_json::Value = serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)));
+    let err = v
+        .get("error")
+        .unwrap_or_else(|| panic!("no `error` object: {v}"));
     assert!(err["message"].is_string(), "error.message missing: {v}");
-    (err["type"].as_str().unwrap_or_default().to_string(), err["code"].as_str().unwrap_or_default().to_string())
+    (
+        err["type"].as_str().unwrap_or_default().to_string(),
+        err["code"].as_str().unwrap_or_default().to_string(),
+    )
 }

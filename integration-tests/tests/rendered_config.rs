@@ -21,8 +21,12 @@ fn render_example(wasm_path: &str, log_dir: &str) -> String {
 
 #[test]
 fn envoy_example_matches_the_renderer() {
-    let rendered = render_example("/etc/llm-forward/llm_forward_filter.wasm", "/var/log/llm-forward");
-    let committed = std::fs::read_to_string(workspace_root().join("envoy/envoy.yaml")).unwrap_or_default();
+    let rendered = render_example(
+        "/etc/llm-forward/llm_forward_filter.wasm",
+        "/var/log/llm-forward",
+    );
+    let committed =
+        std::fs::read_to_string(workspace_root().join("envoy/envoy.yaml")).unwrap_or_default();
     if rendered != committed && std::env::var("UPDATE_EXAMPLES").is_ok() {
         std::fs::write(workspace_root().join("envoy/envoy.yaml"), &rendered).unwrap();
         return;
@@ -33,26 +37,57 @@ fn envoy_example_matches_the_renderer() {
 fn validate(dir: &TempDir, yaml: &str) -> std::process::Output {
     let path = dir.0.join("envoy.yaml");
     std::fs::write(&path, yaml).unwrap();
-    Command::new(envoy_bin()).args(["--mode", "validate", "--disable-hot-restart", "-c"]).arg(&path).output().unwrap()
+    Command::new(envoy_bin())
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap()
 }
 
 #[test]
 fn envoy_validates_the_rendered_example_with_the_real_filter() {
     // `--mode validate` loads the VM and runs on_configure, so this proves the plugin config too.
     let dir = TempDir::new("validate");
-    let out = validate(&dir, &render_example(&wasm_path().display().to_string(), &dir.0.display().to_string()));
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = validate(
+        &dir,
+        &render_example(
+            &wasm_path().display().to_string(),
+            &dir.0.display().to_string(),
+        ),
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn a_bad_plugin_config_fails_on_configure_with_the_field_named() {
     let dir = TempDir::new("validate-bad");
-    let rendered = render_example(&wasm_path().display().to_string(), &dir.0.display().to_string());
+    let rendered = render_example(
+        &wasm_path().display().to_string(),
+        &dir.0.display().to_string(),
+    );
     // Corrupt one field of the plugin configuration the way a hand edit might.
     let broken = rendered.replacen(r#""type":"openai""#, r#""type":"grpc""#, 1);
-    assert!(broken != rendered, "the plugin JSON should contain a route type to corrupt");
+    assert!(
+        broken != rendered,
+        "the plugin JSON should contain a route type to corrupt"
+    );
     let out = validate(&dir, &broken);
-    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(!out.status.success(), "Envoy accepted a broken plugin config:\n{log}");
-    assert!(log.contains("routes[0].type"), "the error should name the field:\n{log}");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success(),
+        "Envoy accepted a broken plugin config:\n{log}"
+    );
+    assert!(
+        log.contains("routes[0].type"),
+        "the error should name the field:\n{log}"
+    );
 }
