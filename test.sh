@@ -9,3 +9,4 @@ ls -l target/wasm32-wasip1/release/llm_forward_filter.wasm
 cargo build --workspace
 cargo test --workspace
 python3 -m pytest -q integration-tests/python
+bash integration-tests/wheel/test_wheel.sh

