@@ -29,7 +29,7 @@
 //!
 //! A knob with an unparsable value is answered with 400, so a typo in a test fails loudly.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
@@ -107,10 +107,16 @@ impl RecordedRequest {
     }
 }
 
+/// How many requests the mock keeps for inspection.
+pub const MAX_RECORDED: usize = 10_000;
+
 /// State shared between the handle the test holds and the server's connection tasks.
 #[derive(Default)]
 struct State {
-    requests: Mutex<Vec<RecordedRequest>>,
+    /// The most recent [`MAX_RECORDED`] requests: a long-running demo or benchmark must not grow forever.
+    requests: Mutex<VecDeque<RecordedRequest>>,
+    /// Every request ever received (recorded or already forgotten), until `clear`.
+    received: AtomicU64,
     /// Request id → attempts still to fail with 503.
     fail_ids: Mutex<HashMap<String, u32>>,
     /// Authorization value → (status, responses still to fail).
@@ -197,16 +203,19 @@ impl MockUpstream {
 
     /// Every request received so far, in arrival order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.state.requests).clone()
+        lock(&self.state.requests).iter().cloned().collect()
     }
 
+    /// How many requests arrived since start (or `clear`), including ones no longer recorded.
     pub fn request_count(&self) -> usize {
-        lock(&self.state.requests).len()
+        self.state.received.load(Ordering::SeqCst) as usize
     }
 
     /// Forget the recorded requests (injected failures are kept).
     pub fn clear(&self) {
-        lock(&self.state.requests).clear();
+        let mut requests = lock(&self.state.requests);
+        requests.clear();
+        self.state.received.store(0, Ordering::SeqCst);
     }
 
     /// Fail the next `n` requests whose `x-request-id` (or `x-mock-request-id`, for setups where Envoy
@@ -295,7 +304,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         headers,
         body: body.to_vec(),
     };
-    lock(&state.requests).push(recorded.clone());
+    {
+        let mut requests = lock(&state.requests);
+        if requests.len() == MAX_RECORDED {
+            requests.pop_front();
+        }
+        requests.push_back(recorded.clone());
+        state.received.fetch_add(1, Ordering::SeqCst);
+    }
 
     let mut response = match body_error {
         Some(e) => error_response(400, &format!("could not read the request body: {e}")),
