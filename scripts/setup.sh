@@ -15,6 +15,15 @@ if [ -z "${ENVOY_BIN:-}" ] && ! command -v envoy >/dev/null 2>&1; then
   hash -r
 fi
 
+# The cache tests start a real Redis (the `redis` cache backend); they fail without it.
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "setup: installing redis-server (Debian package)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+  # Debian may start a system instance; the tests run their own on free ports.
+fi
+
 if [ "${LLM_FORWARD_SKIP_PYTHON:-0}" != 1 ]; then
   if ! python3 -c 'import openai, pytest' >/dev/null 2>&1; then
     echo "setup: installing the Python test dependencies (openai, pytest)"

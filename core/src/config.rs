@@ -45,6 +45,16 @@ pub struct Config {
     /// Folder for access and chat logs.
     pub log_dir: String,
     pub routes: Vec<RouteConfig>,
+    /// Forward keys, pooled upstream keys and models per level (see `crate::access`).
+    pub keys: crate::access::KeysConfig,
+    /// Client IP allow/deny lists with CIDR.
+    pub ip: crate::access::IpConfig,
+    /// Chat logs and usage metrics.
+    pub logging: LoggingConfig,
+    /// Response cache (see `crate::cache`).
+    pub cache: crate::cache::CacheConfig,
+    /// Request limits, token quotas and output pacing (see `crate::limits::config`).
+    pub limits: crate::limits::config::LimitsConfig,
 }
 
 impl Default for Config {
@@ -57,6 +67,45 @@ impl Default for Config {
                 "https://api.openai.com",
                 RouteKind::Openai,
             )],
+            keys: crate::access::KeysConfig::default(),
+            ip: crate::access::IpConfig::default(),
+            logging: LoggingConfig::default(),
+            cache: crate::cache::CacheConfig::default(),
+            limits: crate::limits::config::LimitsConfig::default(),
+        }
+    }
+}
+
+/// Chat/completion/embedding records and per-model usage counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// Write one JSON record per chat/completion/embedding exchange of `openai` routes to
+    /// `<log_dir>/<route>/chat.log` (OpenAI-Forward's `LOG_OPENAI`).
+    pub chat: bool,
+    /// Privacy switch: `false` keeps request messages/prompt/input and the answer text out of the
+    /// records (usage, model, params and status stay). Routes may override it (`log_messages`).
+    pub messages: bool,
+    /// Count requests and prompt/completion tokens per route × model × level in Envoy stats.
+    pub metrics: bool,
+    /// Per-response cap on collected answer text; past it the record is marked `truncated`.
+    pub max_answer_bytes: u32,
+    /// Request bodies larger than this are not logged (`request_truncated`) unless another feature
+    /// already parsed them.
+    pub max_request_bytes: u32,
+    /// `llm-forward run` rotates a chat log once it reaches this size (0 = never).
+    pub rotate_bytes: u64,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            chat: false,
+            messages: true,
+            metrics: true,
+            max_answer_bytes: 1024 * 1024,
+            max_request_bytes: 1024 * 1024,
+            rotate_bytes: 50 * 1000 * 1000,
         }
     }
 }
@@ -120,6 +169,22 @@ pub struct RouteConfig {
     /// Retries after the first attempt on connect failure, reset, 502, 503 and 504.
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// Overrides `logging.messages` for this route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_messages: Option<bool>,
+    /// Where clients put the key on this route: `authorization` (Bearer, default), `x-api-key`,
+    /// `x-goog-api-key`, `api-key` or `query:<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_location: Option<String>,
+    /// Forward unknown or missing keys unchanged instead of answering 401.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pass_through_unknown_keys: bool,
+    /// Extra paths (after the prefix) whose JSON body `model` is checked and routed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub model_paths: Vec<String>,
+    /// Model routing: models matching a rule go to its `base_url` (optionally renamed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<crate::access::ModelTargetConfig>,
 }
 
 fn default_kind() -> RouteKind {
@@ -148,6 +213,11 @@ impl RouteConfig {
             connect_timeout: default_connect_timeout(),
             stream_idle_timeout: default_stream_idle_timeout(),
             retries: default_retries(),
+            log_messages: None,
+            key_location: None,
+            pass_through_unknown_keys: false,
+            model_paths: Vec::new(),
+            models: Vec::new(),
         }
     }
 }
@@ -251,6 +321,27 @@ impl Config {
         if self.routes.is_empty() {
             errors.push(ConfigError::new("routes", "at least one route is required"));
         }
+        let logging = &self.logging;
+        if !(1024..=64 * 1024 * 1024).contains(&logging.max_answer_bytes) {
+            errors.push(ConfigError::new(
+                "logging.max_answer_bytes",
+                "must be 1024 to 67108864",
+            ));
+        }
+        if logging.max_request_bytes < 1024 {
+            errors.push(ConfigError::new(
+                "logging.max_request_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if logging.rotate_bytes != 0 && logging.rotate_bytes < 1024 * 1024 {
+            errors.push(ConfigError::new(
+                "logging.rotate_bytes",
+                "must be 0 (never) or at least 1048576",
+            ));
+        }
+        self.cache.check(&mut errors);
+        self.limits.check(&mut errors);
         let mut routes: Vec<Route> = Vec::new();
         for (i, r) in self.routes.iter().enumerate() {
             let at = |field: &str| format!("routes[{i}].{field}");
@@ -302,6 +393,7 @@ impl Config {
                 routes[i].name = format!("{n}_{i}");
             }
         }
+        crate::access::validate(&self, &mut errors);
         if errors.is_empty() {
             Ok(ValidConfig { raw: self, routes })
         } else {
@@ -316,6 +408,65 @@ impl Config {
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
     pub routes: Vec<FilterRoute>,
+    #[serde(default)]
+    pub logging: FilterLogging,
+    #[serde(default, skip_serializing_if = "crate::access::AccessConfig::is_open")]
+    pub access: crate::access::AccessConfig,
+    /// Present when caching is on for some route type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<crate::cache::FilterCache>,
+    /// Request limits, token quotas and pacing, paths normalised.
+    #[serde(default, skip_serializing_if = "crate::limits::config::LimitsConfig::is_empty")]
+    pub limits: crate::limits::config::LimitsConfig,
+}
+
+/// The filter's part of [`LoggingConfig`], with per-route privacy resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilterLogging {
+    pub chat: bool,
+    pub metrics: bool,
+    pub max_answer_bytes: u32,
+    pub max_request_bytes: u32,
+    /// Names of routes whose records leave out messages and answer text.
+    pub private_routes: Vec<String>,
+}
+
+impl Default for FilterLogging {
+    fn default() -> Self {
+        let l = LoggingConfig::default();
+        FilterLogging {
+            chat: l.chat,
+            metrics: l.metrics,
+            max_answer_bytes: l.max_answer_bytes,
+            max_request_bytes: l.max_request_bytes,
+            private_routes: Vec::new(),
+        }
+    }
+}
+
+impl FilterLogging {
+    pub fn from_valid(config: &ValidConfig) -> Self {
+        let l = &config.raw.logging;
+        FilterLogging {
+            chat: l.chat,
+            metrics: l.metrics,
+            max_answer_bytes: l.max_answer_bytes,
+            max_request_bytes: l.max_request_bytes,
+            private_routes: config
+                .routes
+                .iter()
+                .zip(&config.raw.routes)
+                .filter(|(_, raw)| !raw.log_messages.unwrap_or(l.messages))
+                .map(|(r, _)| r.name.clone())
+                .collect(),
+        }
+    }
+
+    /// Whether records of `route` may carry messages and answer text.
+    pub fn messages_for(&self, route: &str) -> bool {
+        !self.private_routes.iter().any(|r| r == route)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -339,6 +490,10 @@ impl FilterConfig {
                     kind: r.kind,
                 })
                 .collect(),
+            logging: FilterLogging::from_valid(config),
+            access: crate::access::AccessConfig::from_config(&config.raw),
+            cache: crate::cache::FilterCache::from_config(&config.raw.cache),
+            limits: config.raw.limits.clone().normalized(),
         }
     }
 
@@ -488,6 +643,34 @@ mod tests {
         let fc = FilterConfig::from_valid(&c.validate().unwrap());
         let json = serde_json::to_vec(&fc).unwrap();
         assert_eq!(FilterConfig::from_json(&json).unwrap(), fc);
+    }
+
+    #[test]
+    fn logging_limits_are_checked_and_privacy_is_resolved_per_route() {
+        let mut c = Config::default();
+        c.logging.max_answer_bytes = 10;
+        c.logging.rotate_bytes = 5;
+        let errs = errors_of(c);
+        assert!(errs
+            .iter()
+            .any(|e| e.starts_with("logging.max_answer_bytes:")));
+        assert!(errs.iter().any(|e| e.starts_with("logging.rotate_bytes:")));
+
+        let mut c = Config::default();
+        c.logging.chat = true;
+        let mut private = RouteConfig::new("/p", "http://127.0.0.1:1", RouteKind::Openai);
+        private.log_messages = Some(false);
+        c.routes.push(private);
+        let fc = FilterConfig::from_valid(&c.clone().validate().unwrap());
+        assert!(fc.logging.chat);
+        assert!(fc.logging.messages_for("root") && !fc.logging.messages_for("p"));
+        c.logging.messages = false;
+        c.routes[1].log_messages = Some(true);
+        let fc = FilterConfig::from_valid(&c.validate().unwrap());
+        assert!(!fc.logging.messages_for("root") && fc.logging.messages_for("p"));
+        // Older plugin JSON without `logging` still loads.
+        let old = FilterConfig::from_json(br#"{"routes":[]}"#).unwrap();
+        assert_eq!(old.logging, FilterLogging::default());
     }
 
     #[test]

@@ -3,8 +3,11 @@
 //! No proxy-wasm and no I/O here: the wasm filter and the native gateway both call into this crate,
 //! and every rule is unit-tested natively.
 
+pub mod access;
 pub mod answer;
+pub mod cache;
 pub mod cache_key;
+pub mod chatlog;
 pub mod cidr;
 pub mod config;
 pub mod errors;

@@ -65,6 +65,9 @@ pub struct Exchange {
     /// Downstream address as computed by Envoy (XFF trusted only per `xff_num_trusted_hops`).
     pub client_ip: Option<IpAddr>,
     pub caller: Option<Caller>,
+    /// Index of the pooled upstream key swapped in by the access feature (never the key itself);
+    /// an upstream 401/403/429 puts it in cooldown.
+    pub upstream_key: Option<usize>,
     /// Which OpenAI API the request targets, when it is one the filter understands.
     pub api: Option<ApiKind>,
     /// The parsed JSON request body (only for routes/paths whose features need it).

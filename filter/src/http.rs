@@ -6,6 +6,7 @@
 //! it (model permission and routing, cache lookup, `stream_options` injection) → response headers →
 //! response body (SSE extraction, cache copy) → log (record, token charge, cache store).
 
+use crate::chatlog::ChatLog;
 use crate::exchange::{Exchange, LocalReply, Step};
 use crate::host;
 use crate::root::Plugin;
@@ -21,6 +22,14 @@ pub struct RequestFilter {
     exchange: Option<Exchange>,
     /// The request is held until its body has been read.
     reading_body: bool,
+    /// Chat logs and usage metrics (response extraction fills `Exchange::answer`).
+    chatlog: Option<ChatLog>,
+    /// Response cache: lookup while held, hit replies, copy of the answer for storing.
+    cache: Option<crate::cache::CacheRequest>,
+    /// Rate limits, token quotas and pacing of this request.
+    limits: Option<crate::limiter::LimitRequest>,
+    /// Envoy's id of this context (the root's tick resumes paced streams by it).
+    context_id: u32,
 }
 
 impl RequestFilter {
@@ -29,7 +38,16 @@ impl RequestFilter {
             plugin,
             exchange: None,
             reading_body: false,
+            chatlog: None,
+            cache: None,
+            limits: None,
+            context_id: 0,
         }
+    }
+
+    pub fn with_context_id(mut self, context_id: u32) -> Self {
+        self.context_id = context_id;
+        self
     }
 
     fn reply(&mut self, reply: LocalReply) -> Action {
@@ -47,12 +65,41 @@ impl RequestFilter {
     }
 
     /// Whether any feature needs the request body before the request may go upstream.
-    fn needs_body(&self, _ex: &Exchange) -> bool {
-        false
+    fn needs_body(&self, ex: &Exchange) -> bool {
+        self.plugin.access.needs_body(&self.plugin.config, ex)
+            || self.cache.as_ref().is_some_and(|c| c.needs_body())
+            || self.limits.as_ref().is_some_and(|l| l.needs_body(ex))
+    }
+
+    /// The cache's turn at the end of the request (after access and logs saw the body): it removes
+    /// `caching` from `Exchange::body` and may send a lookup. True when the request must stay
+    /// paused until the lookup answers.
+    fn cache_request_end(&mut self, body: &[u8]) -> bool {
+        let (Some(cache), Some(ex)) = (self.cache.as_mut(), self.exchange.as_mut()) else {
+            return false;
+        };
+        cache.on_request_end(&self.plugin, ex, body) == Step::Wait
     }
 }
 
-impl Context for RequestFilter {}
+impl Context for RequestFilter {
+    fn on_http_call_response(
+        &mut self,
+        _token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        // The only calls an HTTP context makes are cache lookups.
+        let (Some(cache), Some(ex)) = (self.cache.as_mut(), self.exchange.as_mut()) else {
+            let _ = hostcalls::resume_http_request();
+            return;
+        };
+        if !cache.on_lookup_response(&self.plugin, ex, body_size) {
+            let _ = hostcalls::resume_http_request();
+        }
+    }
+}
 
 impl HttpContext for RequestFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
@@ -63,7 +110,7 @@ impl HttpContext for RequestFilter {
             return Action::Continue;
         };
         self.plugin.metrics.count_request(route);
-        let ex = Exchange {
+        let mut ex = Exchange {
             route,
             method: host::header(&headers, ":method")
                 .unwrap_or("GET")
@@ -73,11 +120,35 @@ impl HttpContext for RequestFilter {
             started_ms: host::now_ms(),
             ..Exchange::default()
         };
-        let step = Step::Continue;
+        // Access first (IP list, key swap): it sets `caller` for the features after it.
+        let mut step = self
+            .plugin
+            .access
+            .on_request_headers(&self.plugin.config, &mut ex);
+        // Then limits (token quota check, request limit), before anything costly.
+        if step == Step::Continue {
+            let (limits, limit_step) =
+                crate::limiter::LimitRequest::start(&self.plugin, &mut ex, self.context_id);
+            self.limits = limits;
+            step = limit_step;
+        }
+        self.cache = crate::cache::CacheRequest::start(&self.plugin, &ex);
         let needs_body = !end_of_stream && self.needs_body(&ex);
+        if step == Step::Continue && !end_of_stream && !needs_body {
+            step = self.plugin.access.unreadable_body(&self.plugin.config, &ex);
+        }
+        self.chatlog = self
+            .plugin
+            .config
+            .routes
+            .get(route)
+            .and_then(|r| ChatLog::start(&self.plugin, r, &ex));
         self.exchange = Some(ex);
         if let Step::Reply(reply) = step {
             return self.reply(reply);
+        }
+        if end_of_stream && self.cache_request_end(&[]) {
+            return Action::Pause;
         }
         if needs_body {
             // Held here (allow_on_headers_stop_iteration); the body callbacks still arrive.
@@ -89,6 +160,10 @@ impl HttpContext for RequestFilter {
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if !self.reading_body {
+            // Flowing to the upstream untouched; the log copies it (bounded) when it needs it.
+            if let (Some(log), Some(ex)) = (self.chatlog.as_mut(), self.exchange.as_mut()) {
+                log.on_request_chunk(ex, body_size, end_of_stream);
+            }
             return Action::Continue;
         }
         if !end_of_stream {
@@ -99,6 +174,32 @@ impl HttpContext for RequestFilter {
             .ok()
             .flatten()
             .unwrap_or_default();
+        // Parses the JSON body once into `Exchange::body`, checks and routes the model.
+        if let Some(ex) = self.exchange.as_mut() {
+            let step = self
+                .plugin
+                .access
+                .on_request_body(&self.plugin.config, ex, &_body);
+            if let Step::Reply(reply) = step {
+                return self.reply(reply);
+            }
+        }
+        if let (Some(log), Some(ex)) = (self.chatlog.as_mut(), self.exchange.as_mut()) {
+            log.on_request_body(ex, &_body);
+        }
+        // `stream_options.include_usage` for token quotas.
+        if let (Some(limits), Some(ex)) = (self.limits.as_mut(), self.exchange.as_mut()) {
+            limits.on_request_body(ex, &_body);
+        }
+        // Last in the body phase: features that changed `Exchange::body` get it written back.
+        let waiting = self.cache_request_end(&_body);
+        if let Some(ex) = self.exchange.as_mut() {
+            crate::access::write_back_body(ex, body_size);
+        }
+        if waiting {
+            // Resumed (or answered) when the cache lookup returns.
+            return Action::Pause;
+        }
         Action::Continue
     }
 
@@ -108,7 +209,46 @@ impl HttpContext for RequestFilter {
                 .ok()
                 .flatten();
             ex.status = status.and_then(|s| s.parse().ok()).unwrap_or(0);
+            self.plugin.access.on_response_headers(ex);
+            if let Some(log) = self.chatlog.as_mut() {
+                log.on_response_headers(ex);
+            }
+            if let Some(cache) = self.cache.as_mut() {
+                cache.on_response_headers(&self.plugin, ex);
+            }
+            if let Some(limits) = self.limits.as_mut() {
+                limits.on_response_headers(ex, self.chatlog.is_some());
+            }
         }
         Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        // Chunks flow on untouched (Continue); the log reads them as they pass and fills
+        // `Exchange::answer` at the end of the stream. Features using the answer come after it.
+        if let (Some(log), Some(ex)) = (self.chatlog.as_mut(), self.exchange.as_mut()) {
+            log.on_response_chunk(ex, body_size, end_of_stream);
+        }
+        if let (Some(cache), Some(ex)) = (self.cache.as_mut(), self.exchange.as_ref()) {
+            cache.on_response_chunk(&self.plugin, ex, body_size, end_of_stream);
+        }
+        // Last: it may rewrite the chunk (usage the client did not ask for) or hold it (pacing).
+        if let (Some(limits), Some(ex)) = (self.limits.as_mut(), self.exchange.as_mut()) {
+            return limits.on_response_body(&self.plugin, ex, body_size, end_of_stream);
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        // First: completes `Exchange::answer` when the stream was cut; then the record and counters.
+        if let (Some(log), Some(ex)) = (self.chatlog.as_mut(), self.exchange.as_mut()) {
+            if let Some(route) = self.plugin.config.routes.get(ex.route) {
+                log.on_log(&self.plugin, route, ex);
+            }
+        }
+        // After the log completed `Exchange::answer`: charge token quotas.
+        if let (Some(limits), Some(ex)) = (self.limits.as_mut(), self.exchange.as_mut()) {
+            limits.on_log(&self.plugin, ex);
+        }
     }
 }

@@ -6,9 +6,13 @@
 //! Every host call goes through [`host`], which returns `Result`s instead of panicking: a panic traps
 //! the VM and fails every later request on that worker.
 
+pub mod access;
+pub mod cache;
+pub mod chatlog;
 pub mod exchange;
 pub mod host;
 pub mod http;
+pub mod limiter;
 pub mod metrics;
 pub mod root;
 

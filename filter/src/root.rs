@@ -14,6 +14,14 @@ use std::rc::Rc;
 pub struct Plugin {
     pub config: FilterConfig,
     pub metrics: Metrics,
+    /// Per route × model × level usage counters (chat logs feature), defined lazily.
+    pub usage: crate::chatlog::UsageMetrics,
+    /// IP lists, keys, model permissions and routing (compiled from `config.access`).
+    pub access: crate::access::AccessState,
+    /// Response cache counters and the queue of stores the root sends.
+    pub cache: crate::cache::CacheShared,
+    /// Rate limits, token quotas and pacing: rule ids, counters, paced streams.
+    pub limits: crate::limiter::LimitsShared,
 }
 
 #[derive(Default)]
@@ -21,7 +29,20 @@ pub struct FilterRoot {
     plugin: Option<Rc<Plugin>>,
 }
 
-impl Context for FilterRoot {}
+impl Context for FilterRoot {
+    fn on_http_call_response(
+        &mut self,
+        _token_id: u32,
+        _num_headers: usize,
+        _body_size: usize,
+        _num_trailers: usize,
+    ) {
+        // The root's only calls are cache stores.
+        if let Some(plugin) = &self.plugin {
+            plugin.cache.on_store_response();
+        }
+    }
+}
 
 impl RootContext for FilterRoot {
     fn on_configure(&mut self, size: usize) -> bool {
@@ -33,6 +54,21 @@ impl RootContext for FilterRoot {
             Ok(config) => {
                 let names: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
                 let metrics = Metrics::define(&names);
+                let cache = crate::cache::CacheShared::configure(&config);
+                if config.cache.is_some() {
+                    // The root sends the cache stores queued by finished requests.
+                    let _ = hostcalls::set_tick_period(crate::cache::FLUSH_PERIOD);
+                }
+                let access = match crate::access::AccessState::configure(&config) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        log(
+                            LogLevel::Error,
+                            &format!("llm-forward: invalid plugin configuration: {e}"),
+                        );
+                        return false;
+                    }
+                };
                 log(
                     LogLevel::Info,
                     &format!(
@@ -40,7 +76,20 @@ impl RootContext for FilterRoot {
                         config.routes.len()
                     ),
                 );
-                self.plugin = Some(Rc::new(Plugin { config, metrics }));
+                let limits = crate::limiter::LimitsShared::configure(&config);
+                if crate::limiter::LimitsShared::needs_tick(&config) {
+                    // Pacing releases events from the tick; a faster tick only flushes the
+                    // cache queue more often.
+                    let _ = hostcalls::set_tick_period(crate::limiter::TICK);
+                }
+                self.plugin = Some(Rc::new(Plugin {
+                    config,
+                    metrics,
+                    usage: Default::default(),
+                    access,
+                    cache,
+                    limits,
+                }));
                 true
             }
             Err(e) => {
@@ -53,10 +102,19 @@ impl RootContext for FilterRoot {
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Envoy only creates HTTP contexts after a successful on_configure.
         let plugin = self.plugin.clone()?;
-        Some(Box::new(RequestFilter::new(plugin)))
+        Some(Box::new(RequestFilter::new(plugin).with_context_id(context_id)))
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(plugin) = &self.plugin {
+            plugin.limits.on_tick();
+            if let Some(cache) = &plugin.config.cache {
+                plugin.cache.flush(cache.ttl_seconds);
+            }
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {

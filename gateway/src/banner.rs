@@ -22,6 +22,31 @@ pub fn banner(config: &ValidConfig, version: &str, access_log: &str, demo: bool)
         ));
     }
     rows.push(("timeouts".into(), summarize_timeouts(config)));
+    // How many keys, never which.
+    let keys = &config.raw.keys;
+    if !keys.is_empty() {
+        rows.push((
+            "keys".into(),
+            format!(
+                "{} upstream, {} forward, {} restricted level(s); unknown keys get 401",
+                keys.upstream.len(),
+                keys.forward.len(),
+                keys.levels.len()
+            ),
+        ));
+    }
+    let ip = &config.raw.ip;
+    if !ip.is_empty() {
+        rows.push((
+            "ip lists".into(),
+            format!(
+                "allow {} entr(ies), deny {}; client address per xff_num_trusted_hops = {}",
+                ip.allow.len(),
+                ip.deny.len(),
+                server.xff_num_trusted_hops
+            ),
+        ));
+    }
     rows.push((
         "admin".into(),
         format!("http://127.0.0.1:{} (stats, ready)", server.admin_port),

@@ -81,14 +81,56 @@ pub fn apply_env(
         config.log_dir = v;
     }
     // OpenAI-Forward's own names, with their documented meaning.
+    // LOG_OPENAI: conversation logs on or off.
+    if let Some(v) = env("LOG_OPENAI") {
+        config.logging.chat = matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "true" | "1" | "yes" | "on"
+        );
+    }
     if let Some(v) = env("FORWARD_CONFIG") {
         config.routes = parse_forward_config(&v)?;
     }
+    config.cache.apply_env(env)?;
     if let Some(v) = env("TIMEOUT") {
         let seconds: f64 = number("TIMEOUT", &v)?;
         for r in &mut config.routes {
             r.connect_timeout = seconds;
         }
+    }
+    apply_limit_env(config, env)?;
+    Ok(())
+}
+
+/// OpenAI-Forward's rate-limit variables: `REQ_RATE_LIMIT`, `GLOBAL_RATE_LIMIT`,
+/// `RATE_LIMIT_STRATEGY` and `TOKEN_RATE_LIMIT` (output pacing), with their documented meaning.
+fn apply_limit_env(
+    config: &mut Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    use llm_forward_core::limits::config::{parse_openai_forward_limits, PacingRule};
+    let limits = &mut config.limits;
+    if let Some(v) = env("REQ_RATE_LIMIT").filter(|v| !v.trim().is_empty()) {
+        limits.requests = parse_openai_forward_limits("REQ_RATE_LIMIT", &v)?;
+    }
+    if let Some(v) = env("GLOBAL_RATE_LIMIT").filter(|v| !v.trim().is_empty()) {
+        limits.global = llm_forward_core::limits::parse_limit(&v)
+            .map_err(|e| ConfigError::new("GLOBAL_RATE_LIMIT", e))?;
+    }
+    if let Some(v) = env("RATE_LIMIT_STRATEGY").filter(|v| !v.trim().is_empty()) {
+        limits.strategy = v
+            .parse()
+            .map_err(|e: String| ConfigError::new("RATE_LIMIT_STRATEGY", e))?;
+    }
+    if let Some(v) = env("TOKEN_RATE_LIMIT").filter(|v| !v.trim().is_empty()) {
+        limits.pacing = parse_openai_forward_limits("TOKEN_RATE_LIMIT", &v)?
+            .into_iter()
+            .map(|r| PacingRule {
+                path: r.path,
+                limit: r.limit,
+                level: r.level,
+            })
+            .collect();
     }
     Ok(())
 }
@@ -118,6 +160,28 @@ pub fn parse_forward_config(text: &str) -> Result<Vec<RouteConfig>, ConfigError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn openai_forward_rate_limit_variables() {
+        let vars = [
+            ("REQ_RATE_LIMIT", r#"{"/v1/chat/completions":[{"level":0,"limit":"100/2minutes"}],"/v1/completions":[{"level":0,"limit":"60/minute;600/hour"}]}"#),
+            ("GLOBAL_RATE_LIMIT", "200/minute"),
+            ("RATE_LIMIT_STRATEGY", "moving-window"),
+            ("TOKEN_RATE_LIMIT", r#"{"/v1/chat/completions":[{"level":0,"limit":"100/second"}]}"#),
+        ];
+        let env = |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+        let mut c = Config::default();
+        apply_env(&mut c, &env).unwrap();
+        assert_eq!(c.limits.requests.len(), 2);
+        assert_eq!(c.limits.requests[1].path, "/v1/completions");
+        assert_eq!(c.limits.global.to_string(), "200/minute");
+        assert_eq!(c.limits.strategy.as_str(), "sliding-window");
+        assert_eq!(c.limits.pacing[0].level, Some(0));
+        c.validate().unwrap();
+        let bad = |name: &str| (name == "GLOBAL_RATE_LIMIT").then(|| "5/minit".to_string());
+        let err = apply_env(&mut Config::default(), &bad).unwrap_err();
+        assert_eq!(err.path, "GLOBAL_RATE_LIMIT");
+    }
     use std::collections::HashMap;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
@@ -139,6 +203,21 @@ mod tests {
         assert_eq!(c.routes[1].kind, RouteKind::General);
         assert_eq!(c.routes[1].retries, 0);
         assert_eq!(c.routes[0].timeout, 600.0);
+    }
+
+    #[test]
+    fn log_openai_and_logging_yaml() {
+        let mut c = parse_yaml(
+            "logging:\n  messages: false\n  max_answer_bytes: 4096\nroutes:\n  - route: /\n    base_url: http://x\n    log_messages: true\n",
+        )
+        .unwrap();
+        assert!(!c.logging.chat && !c.logging.messages);
+        assert_eq!(c.logging.max_answer_bytes, 4096);
+        assert_eq!(c.routes[0].log_messages, Some(true));
+        apply_env(&mut c, &env_of(&[("LOG_OPENAI", "True")])).unwrap();
+        assert!(c.logging.chat);
+        apply_env(&mut c, &env_of(&[("LOG_OPENAI", "false")])).unwrap();
+        assert!(!c.logging.chat);
     }
 
     #[test]

@@ -110,7 +110,21 @@ impl EnvoyProcess {
         concurrency: u32,
         echo: bool,
     ) -> Result<Self, String> {
+        Self::spawn_with_env(envoy, config_path, admin, concurrency, echo, &[])
+    }
+
+    /// Like [`EnvoyProcess::spawn`], with extra environment variables for Envoy (secrets read from
+    /// `file:` keys, which the filter receives through `host_env_keys`).
+    pub fn spawn_with_env(
+        envoy: &Path,
+        config_path: &Path,
+        admin: SocketAddr,
+        concurrency: u32,
+        echo: bool,
+        env: &[(String, String)],
+    ) -> Result<Self, String> {
         let mut cmd = Command::new(envoy);
+        cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         cmd.arg("-c")
             .arg(config_path)
             // Reload is done through Envoy's own config, never by hot restart: no shared memory to clash.

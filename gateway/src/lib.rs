@@ -2,9 +2,14 @@
 //! and the built-in mock upstream used by `run --demo` and the integration tests.
 
 pub mod banner;
+pub mod cache;
 pub mod config_file;
+pub mod convert;
+pub mod dotenv;
 pub mod envoy;
+pub mod logrotate;
 pub mod mock;
+pub mod reload;
 pub mod render;
 pub mod run;
 pub mod versions;

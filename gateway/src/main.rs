@@ -44,6 +44,46 @@ enum Command {
         /// CA bundle for https upstreams (default: the first one found on this machine).
         #[arg(long)]
         ca_bundle: Option<String>,
+        /// Leave the llm-forward filter out: plain Envoy with the same routes (a benchmark baseline).
+        #[arg(long)]
+        without_filter: bool,
+    },
+    /// Run only the cache service (settings from the config's `cache:` section, flags win).
+    Cache {
+        #[arg(short, long, env = "LLM_FORWARD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Address to listen on (default: 127.0.0.1:<cache.port>).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// memory | disk | redis (also LMDB / LevelDB, meaning disk).
+        #[arg(long)]
+        backend: Option<String>,
+        /// Memory backend bound in bytes.
+        #[arg(long)]
+        max_bytes: Option<u64>,
+        /// Disk backend database file.
+        #[arg(long)]
+        path: Option<String>,
+        /// Redis backend URL (redis://host:port[/db]).
+        #[arg(long)]
+        redis_url: Option<String>,
+        /// TTL of stores that do not say.
+        #[arg(long)]
+        ttl_seconds: Option<u64>,
+    },
+    /// Turn chat logs into OpenAI-Forward's chat_<route>.json or fine-tuning JSONL.
+    Convert {
+        #[arg(short, long, env = "LLM_FORWARD_CONFIG")]
+        config: Option<PathBuf>,
+        /// One route's log folder (holding chat.log and rotated chat.log.*); default: every
+        /// route folder under the config's log_dir.
+        #[arg(long)]
+        log_folder: Option<PathBuf>,
+        /// Output file (default: <log_dir>/chat_<route>.json or .jsonl).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "reference")]
+        format: llm_forward_gateway::convert::Format,
     },
     /// Run only the mock OpenAI-compatible upstream (for demos and benchmarks).
     Mock {
@@ -109,6 +149,7 @@ fn main() {
             wasm_path,
             log_dir,
             ca_bundle,
+            without_filter,
         } => {
             let env = |k: &str| std::env::var(k).ok();
             let path = config_file::resolve_path(config.as_deref());
@@ -119,9 +160,56 @@ fn main() {
                         log_dir: log_dir.unwrap_or_else(|| valid.raw.log_dir.clone()),
                         ca_bundle: ca_bundle.unwrap_or_else(render::default_ca_bundle),
                     };
-                    print!("{}", render::to_yaml(&render::bootstrap(&valid, &options)));
+                    let mut bootstrap = render::bootstrap(&valid, &options);
+                    if without_filter {
+                        render::without_filter(&mut bootstrap);
+                    }
+                    print!("{}", render::to_yaml(&bootstrap));
                     0
                 }
+                Err(errors) => {
+                    eprintln!(
+                        "llm-forward: invalid configuration:\n  {}",
+                        errors.join("\n  ")
+                    );
+                    1
+                }
+            }
+        }
+        Command::Cache {
+            config,
+            listen,
+            backend,
+            max_bytes,
+            path,
+            redis_url,
+            ttl_seconds,
+        } => runtime.block_on(llm_forward_gateway::cache::cli(
+            llm_forward_gateway::cache::CliOptions {
+                config,
+                listen,
+                backend,
+                max_bytes,
+                path,
+                redis_url,
+                ttl_seconds,
+            },
+        )),
+        Command::Convert {
+            config,
+            log_folder,
+            out,
+            format,
+        } => {
+            let env = |k: &str| std::env::var(k).ok();
+            let path = config_file::resolve_path(config.as_deref());
+            match config_file::load(path.as_deref(), &env) {
+                Ok(valid) => llm_forward_gateway::convert::run(
+                    std::path::Path::new(&valid.raw.log_dir),
+                    log_folder.as_deref(),
+                    out.as_deref(),
+                    format,
+                ),
                 Err(errors) => {
                     eprintln!(
                         "llm-forward: invalid configuration:\n  {}",

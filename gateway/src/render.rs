@@ -5,7 +5,7 @@
 //! a pure function of the config and [`RenderOptions`], so `render` output is reproducible and the
 //! examples in `envoy/` are checked against it by a test.
 
-use llm_forward_core::config::{FilterConfig, Route, ValidConfig};
+use llm_forward_core::config::{FilterConfig, Route, RouteKind, ValidConfig};
 use serde_json::{json, Value};
 
 /// Machine-specific inputs that are not part of the config file.
@@ -106,6 +106,79 @@ fn envoy_routes(route: &Route) -> Vec<Value> {
     ]
 }
 
+/// The cache service the filter calls (`dispatch_http_call` to [`CACHE_CLUSTER`]), when caching is
+/// on. A short connect timeout: a cache that is down must cost a lookup little (it fails open).
+fn cache_cluster(config: &ValidConfig) -> Option<Value> {
+    use llm_forward_core::cache::CACHE_CLUSTER;
+    let cache = &config.raw.cache;
+    cache.enabled().then(|| {
+        json!({
+            "name": CACHE_CLUSTER,
+            "type": "STATIC",
+            "connect_timeout": "0.250s",
+            "circuit_breakers": {"thresholds": [{
+                "max_connections": 100000, "max_pending_requests": 100000, "max_requests": 100000, "max_retries": 0,
+            }]},
+            "load_assignment": {
+                "cluster_name": CACHE_CLUSTER,
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                    "address": "127.0.0.1", "port_value": cache.port,
+                }}}}]}],
+            },
+        })
+    })
+}
+
+/// One model-routing rule of a route, as a route of its own (same prefix, the rule's base URL).
+pub struct ModelTarget {
+    /// The rule's position in the route's `models`: the value of the target header.
+    pub index: usize,
+    /// `<route>_model_<index>`: its cluster is `route_<route>_model_<index>`.
+    pub route: Route,
+}
+
+/// The model-routing targets of `route` (empty when it has no `models`).
+pub fn model_targets(config: &ValidConfig, route: &Route) -> Vec<ModelTarget> {
+    let Some(i) = config.routes.iter().position(|r| r.name == route.name) else {
+        return Vec::new();
+    };
+    let Some(raw) = config.raw.routes.get(i) else {
+        return Vec::new();
+    };
+    raw.models
+        .iter()
+        .enumerate()
+        .filter_map(|(j, m)| {
+            let upstream = llm_forward_core::url::BaseUrl::parse(&m.base_url).ok()?;
+            Some(ModelTarget {
+                index: j,
+                route: Route {
+                    name: format!("{}_model_{j}", route.name),
+                    upstream,
+                    ..route.clone()
+                },
+            })
+        })
+        .collect()
+}
+
+fn model_target_routes(target: &ModelTarget) -> Vec<Value> {
+    let header = llm_forward_core::access::TARGET_HEADER;
+    let mut routes = envoy_routes(&target.route);
+    for r in &mut routes {
+        if let Some(m) = r.get_mut("match").and_then(Value::as_object_mut) {
+            m.insert(
+                "headers".into(),
+                json!([{"name": header, "string_match": {"exact": target.index.to_string()}}]),
+            );
+        }
+        if let Some(obj) = r.as_object_mut() {
+            obj.insert("request_headers_to_remove".into(), json!([header]));
+        }
+    }
+    routes
+}
+
 fn cluster(route: &Route, options: &RenderOptions, buffer_limit: u32) -> Value {
     let u = &route.upstream;
     let is_ip = u.host.parse::<std::net::IpAddr>().is_ok();
@@ -197,9 +270,70 @@ fn access_log(options: &RenderOptions) -> Value {
     }])
 }
 
+/// Where a route's chat records go: `<log_dir>/<route>/chat.log`.
+pub fn chat_log_path(log_dir: &str, route: &Route) -> String {
+    format!("{}/{}/chat.log", log_dir.trim_end_matches('/'), route.name)
+}
+
+/// The chat log files the rendered config writes (empty when `logging.chat` is off).
+pub fn chat_log_paths(config: &ValidConfig, log_dir: &str) -> Vec<std::path::PathBuf> {
+    if !config.raw.logging.chat {
+        return Vec::new();
+    }
+    config
+        .routes
+        .iter()
+        .filter(|r| r.kind == RouteKind::Openai)
+        .map(|r| std::path::PathBuf::from(chat_log_path(log_dir, r)))
+        .collect()
+}
+
+/// Envoy opens access log files at startup and does not create folders: create them first.
+pub fn create_log_dirs(config: &ValidConfig, log_dir: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(log_dir)?;
+    for path in chat_log_paths(config, log_dir) {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+    }
+    Ok(())
+}
+
+/// One file access logger per `openai` route printing the filter's record for that route
+/// (filter state `wasm.llm_forward_log.<route>`, set in the filter's `on_log`). The CEL filter
+/// skips requests without a record, so the file holds exactly one JSON line per logged exchange.
+fn chat_access_logs(config: &ValidConfig, options: &RenderOptions) -> Vec<Value> {
+    if !config.raw.logging.chat {
+        return Vec::new();
+    }
+    config
+        .routes
+        .iter()
+        .filter(|r| r.kind == RouteKind::Openai)
+        .map(|r| {
+            let key = format!("wasm.llm_forward_log.{}", r.name);
+            json!({
+                "name": "envoy.access_loggers.file",
+                "filter": {"extension_filter": {
+                    "name": "envoy.access_loggers.extension_filters.cel",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                        "expression": format!("'{key}' in filter_state"),
+                    },
+                }},
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                    "path": chat_log_path(&options.log_dir, r),
+                    "log_format": {"text_format_source": {"inline_string": format!("%FILTER_STATE({key}:PLAIN)%\n")}},
+                },
+            })
+        })
+        .collect()
+}
+
 fn wasm_filter(config: &ValidConfig, options: &RenderOptions) -> Value {
     let plugin = serde_json::to_string(&FilterConfig::from_valid(config)).unwrap_or_default();
-    json!({
+    let mut filter = json!({
         "name": "envoy.filters.http.wasm",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
@@ -218,7 +352,25 @@ fn wasm_filter(config: &ValidConfig, options: &RenderOptions) -> Value {
                 },
             },
         },
-    })
+    });
+    // `${VAR}` keys stay references in the plugin config: Envoy hands these variables to the VM
+    // (WASI environ) and the filter reads them at configure time, so no key is rendered.
+    let secret_vars: Vec<String> = llm_forward_core::access::secret_env_vars(&config.raw)
+        .into_iter()
+        .map(|(var, _)| var)
+        .collect();
+    if !secret_vars.is_empty() {
+        if let Some(vm) = filter
+            .pointer_mut("/typed_config/config/vm_config")
+            .and_then(Value::as_object_mut)
+        {
+            vm.insert(
+                "environment_variables".into(),
+                json!({"host_env_keys": secret_vars}),
+            );
+        }
+    }
+    filter
 }
 
 /// The whole bootstrap as a JSON value (YAML is produced from it by [`to_yaml`]).
@@ -237,18 +389,33 @@ pub fn bootstrap(config: &ValidConfig, options: &RenderOptions) -> Value {
     let mut ordered: Vec<&Route> = config.routes.iter().collect();
     ordered.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
     for r in &ordered {
+        // Model routing: the filter sets the target header after reading the body; these routes
+        // match it before the route's normal ones.
+        routes.extend(model_targets(config, r).iter().flat_map(model_target_routes));
         routes.extend(envoy_routes(r));
     }
-    let clusters: Vec<Value> = config
+    let mut clusters: Vec<Value> = config
         .routes
         .iter()
         .map(|r| cluster(r, options, server.buffer_limit_bytes))
         .collect();
+    clusters.extend(cache_cluster(config));
+    for r in &config.routes {
+        for t in model_targets(config, r) {
+            clusters.push(cluster(&t.route, options, server.buffer_limit_bytes));
+        }
+    }
     json!({
         "node": {"id": "llm-forward", "cluster": "llm-forward"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": server.admin_port}}},
         "stats_config": {"stats_tags": [
-            {"tag_name": "route", "regex": "^wasmcustom\\.llm_forward\\.route\\.((.+?)\\.)"},
+            // `route.<route>.…` and `usage.<route>.<model>.<level>.…` (chat logs feature; model
+            // names have `.` and other non-label characters replaced by `_`).
+            // `limited.<route>.<requests|tokens>` (rate limits and token quotas) too.
+            {"tag_name": "route", "regex": "^wasmcustom\\.llm_forward\\.(?:route|usage|limited)\\.(([^.]+)\\.)"},
+            {"tag_name": "limit_kind", "regex": "^wasmcustom\\.llm_forward\\.limited\\.[^.]+(\\.(requests|tokens))$"},
+            {"tag_name": "model", "regex": "^wasmcustom\\.llm_forward\\.usage\\.[^.]+\\.(([^.]+)\\.)"},
+            {"tag_name": "level", "regex": "^wasmcustom\\.llm_forward\\.usage\\.[^.]+\\.[^.]+\\.(([^.]+)\\.)"},
             {"tag_name": "status", "regex": "^wasmcustom\\.llm_forward\\.local_reply\\.((\\d+)\\.)"},
         ]},
         "static_resources": {
@@ -280,6 +447,10 @@ fn http_connection_manager(
         "allow_credentials": true,
         "max_age": "600",
     });
+    let mut access_logs = access_log(options);
+    if let Value::Array(list) = &mut access_logs {
+        list.extend(chat_access_logs(config, options));
+    }
     json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "llm_forward",
@@ -288,7 +459,7 @@ fn http_connection_manager(
         "merge_slashes": true,
         "use_remote_address": true,
         "xff_num_trusted_hops": config.raw.server.xff_num_trusted_hops,
-        "access_log": access_log(options),
+        "access_log": access_logs,
         "local_reply_config": local_reply_config(),
         "route_config": {
             "name": "llm_forward",
@@ -305,6 +476,32 @@ fn http_connection_manager(
             {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
         ],
     })
+}
+
+/// Remove the llm-forward filter from a rendered bootstrap: the same listener, routes and clusters as
+/// plain Envoy, the baseline that benchmarks compare against.
+pub fn without_filter(bootstrap: &mut Value) {
+    let filters = bootstrap
+        .pointer_mut("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters")
+        .and_then(|f| f.as_array_mut());
+    if let Some(filters) = filters {
+        filters.retain(|f| f["name"] != "envoy.filters.http.wasm");
+    }
+    // Routes may disable the filter per route; without the filter that reference is an error.
+    let vhosts = bootstrap.pointer_mut(
+        "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/route_config/virtual_hosts",
+    );
+    if let Some(Value::Array(vhosts)) = vhosts {
+        for vh in vhosts {
+            if let Some(Value::Array(routes)) = vh.get_mut("routes") {
+                for r in routes {
+                    if let Some(Value::Object(per_filter)) = r.get_mut("typed_per_filter_config") {
+                        per_filter.remove("envoy.filters.http.wasm");
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Render as YAML with a header comment saying where it came from.
@@ -335,6 +532,70 @@ mod tests {
             .and_then(|r| r.as_array())
             .cloned()
             .unwrap()
+    }
+
+    #[test]
+    fn cache_cluster_follows_the_cache_switches() {
+        let mut c = Config::default();
+        c.cache.port = 9123;
+        let v = render(c.clone());
+        let clusters = v["static_resources"]["clusters"].as_array().unwrap();
+        let cache = clusters.iter().find(|c| c["name"] == "llm_forward_cache").unwrap();
+        assert_eq!(
+            cache["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"],
+            9123
+        );
+        c.cache.openai = false;
+        let v = render(c);
+        let clusters = v["static_resources"]["clusters"].as_array().unwrap();
+        assert!(clusters.iter().all(|c| c["name"] != "llm_forward_cache"));
+    }
+
+    #[test]
+    fn chat_logs_get_one_filtered_logger_per_openai_route() {
+        let mut c = Config::default();
+        c.routes.push(RouteConfig::new(
+            "/gen",
+            "http://127.0.0.1:9001",
+            RouteKind::General,
+        ));
+        c.routes.push(RouteConfig::new(
+            "/local",
+            "http://127.0.0.1:9002",
+            RouteKind::Openai,
+        ));
+        let logs_of = |v: &Value| {
+            v.pointer(
+                "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/access_log",
+            )
+            .and_then(|l| l.as_array())
+            .cloned()
+            .unwrap()
+        };
+        assert_eq!(logs_of(&render(c.clone())).len(), 1, "off by default");
+        c.logging.chat = true;
+        let v = render(c.clone());
+        let logs = logs_of(&v);
+        assert_eq!(logs.len(), 3, "access log + root + local");
+        assert_eq!(logs[1]["typed_config"]["path"], "/logs/root/chat.log");
+        assert_eq!(logs[2]["typed_config"]["path"], "/logs/local/chat.log");
+        assert_eq!(
+            logs[2]["typed_config"]["log_format"]["text_format_source"]["inline_string"],
+            "%FILTER_STATE(wasm.llm_forward_log.local:PLAIN)%\n"
+        );
+        assert_eq!(
+            logs[2]["filter"]["extension_filter"]["typed_config"]["expression"],
+            "'wasm.llm_forward_log.local' in filter_state"
+        );
+        let valid = c.validate().unwrap();
+        let paths = chat_log_paths(&valid, "/x/");
+        assert_eq!(
+            paths,
+            vec![
+                std::path::PathBuf::from("/x/root/chat.log"),
+                std::path::PathBuf::from("/x/local/chat.log")
+            ]
+        );
     }
 
     #[test]
@@ -412,5 +673,75 @@ mod tests {
             v["static_resources"]["clusters"][0]["connect_timeout"],
             "2.500s"
         );
+    }
+
+    #[test]
+    fn model_targets_get_header_routes_before_the_route_and_their_own_clusters() {
+        use llm_forward_core::access::ModelTargetConfig;
+        let mut c = Config::default();
+        c.routes[0].base_url = "http://127.0.0.1:9000".into();
+        c.routes[0].models = vec![ModelTargetConfig {
+            pattern: "qwen*".into(),
+            base_url: "http://127.0.0.1:11434/v1".into(),
+            rename: Some("qwen2:7b".into()),
+        }];
+        let v = render(c);
+        let r = routes(&v);
+        assert_eq!(r[1]["name"], "root_model_0");
+        assert_eq!(r[1]["match"]["headers"][0]["name"], "x-llm-forward-target");
+        assert_eq!(r[1]["match"]["headers"][0]["string_match"]["exact"], "0");
+        assert_eq!(r[1]["route"]["cluster"], "route_root_model_0");
+        assert_eq!(r[1]["route"]["prefix_rewrite"], "/v1/");
+        assert_eq!(r[1]["request_headers_to_remove"][0], "x-llm-forward-target");
+        assert_eq!(r[2]["name"], "root");
+        assert!(r[2]["match"].get("headers").is_none());
+        let clusters = v["static_resources"]["clusters"].as_array().unwrap();
+        let target = clusters
+            .iter()
+            .find(|c| c["name"] == "route_root_model_0")
+            .unwrap();
+        assert_eq!(
+            target["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+                ["socket_address"]["port_value"],
+            11434
+        );
+    }
+
+    #[test]
+    fn env_keys_are_references_passed_through_host_env_keys() {
+        use llm_forward_core::access::{ForwardKeyConfig, UpstreamKeyConfig};
+        let mut c = Config::default();
+        c.keys.upstream = vec![
+            UpstreamKeyConfig {
+                key: Some("${OPENAI_KEY_1}".into()),
+                file: None,
+                levels: vec![0],
+                routes: vec![],
+            },
+            UpstreamKeyConfig {
+                key: None,
+                file: Some("/run/secrets/k".into()),
+                levels: vec![0],
+                routes: vec![],
+            },
+        ];
+        c.keys.forward = vec![ForwardKeyConfig {
+            name: None,
+            key: "fk-literal".into(),
+            level: 0,
+        }];
+        let v = render(c);
+        let vm = &v.pointer("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters/1/typed_config/config/vm_config").unwrap();
+        assert_eq!(
+            vm["environment_variables"]["host_env_keys"],
+            json!(["OPENAI_KEY_1", "LLM_FORWARD_SECRET_0"])
+        );
+        let text = v.to_string();
+        assert!(text.contains("${OPENAI_KEY_1}"));
+        assert!(text.contains("${LLM_FORWARD_SECRET_0}"));
+        assert!(!text.contains("/run/secrets"));
+        // Without secrets the VM gets no environment.
+        let plain = render(Config::default());
+        assert!(plain.to_string().find("host_env_keys").is_none());
     }
 }

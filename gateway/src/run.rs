@@ -69,7 +69,8 @@ async fn run_inner(options: RunOptions) -> Result<i32, String> {
     )?;
     let envoy_bin = locate_envoy(env("ENVOY_BIN"))?;
     let log_dir = absolute(&config.raw.log_dir);
-    std::fs::create_dir_all(&log_dir)
+    // Chat logs live in per-route folders, which Envoy does not create.
+    crate::render::create_log_dirs(&config, &log_dir.display().to_string())
         .map_err(|e| format!("cannot create log folder {}: {e}", log_dir.display()))?;
     let render_options = RenderOptions {
         wasm_path: wasm.display().to_string(),
@@ -83,13 +84,32 @@ async fn run_inner(options: RunOptions) -> Result<i32, String> {
     std::fs::write(&envoy_yaml, to_yaml(&bootstrap(&config, &render_options)))
         .map_err(|e| format!("cannot write {}: {e}", envoy_yaml.display()))?;
 
+    // The cache service runs in this process, on this runtime, before Envoy sends it lookups.
+    // Kept alive for the whole run: dropping it stops the service.
+    let _cache = if config.raw.cache.enabled() {
+        let cache = &config.raw.cache;
+        let mut service = crate::cache::ServiceConfig::from_cache_config(cache);
+        if service.path.is_relative() {
+            service.path = absolute(&cache.path);
+        }
+        let listen = SocketAddr::from(([127, 0, 0, 1], cache.port));
+        Some(
+            crate::cache::CacheServer::start(service, listen)
+                .await
+                .map_err(|e| format!("cannot start the cache service: {e}"))?,
+        )
+    } else {
+        None
+    };
     let admin = SocketAddr::from(([127, 0, 0, 1], config.raw.server.admin_port));
-    let mut envoy = EnvoyProcess::spawn(
+    let secrets = secret_env(&config.raw, &env)?;
+    let mut envoy = EnvoyProcess::spawn_with_env(
         &envoy_bin,
         &envoy_yaml,
         admin,
         config.raw.server.concurrency,
         options.verbose,
+        &secrets,
     )?;
     if let Err(e) = envoy.wait_ready(Duration::from_secs(60)).await {
         envoy.shutdown().await;
@@ -110,9 +130,51 @@ async fn run_inner(options: RunOptions) -> Result<i32, String> {
         )
     );
 
+    // Size-based rotation of chat and access logs (logging.rotate_bytes); ends with the runtime.
+    let log_dir_text = log_dir.display().to_string();
+    let rotate = crate::logrotate::files(
+        crate::render::chat_log_paths(&config, &log_dir_text),
+        &log_dir,
+    );
+    let _rotation = crate::logrotate::spawn(rotate, config.raw.logging.rotate_bytes, admin);
     let code = supervise(&mut envoy).await;
     let _ = std::fs::remove_dir_all(&runtime_dir);
     Ok(code)
+}
+
+/// Environment for Envoy carrying the keys the filter resolves at configure time: `file:` secrets
+/// are read here (surrounding whitespace removed) into `LLM_FORWARD_SECRET_<n>`; `${VAR}` secrets
+/// must be set in this process (Envoy inherits it) and are checked now, so a missing one is a clear
+/// startup error instead of a filter that refuses its configuration. Errors never show a key.
+fn secret_env(
+    config: &llm_forward_core::config::Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, String)>, String> {
+    use llm_forward_core::access::{secret_env_vars, Secret};
+    let mut out = Vec::new();
+    for (var, source) in secret_env_vars(config) {
+        match source {
+            Secret::File(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read the key file {path}: {e}"))?;
+                let key = text.trim();
+                if key.is_empty() {
+                    return Err(format!("the key file {path} is empty"));
+                }
+                out.push((var, key.to_string()));
+            }
+            Secret::Env(name) => {
+                let set = matches!(env(&name), Some(v) if !v.trim().is_empty());
+                if !set {
+                    return Err(format!(
+                        "the environment variable {name} (a key in keys:) is not set"
+                    ));
+                }
+            }
+            Secret::Literal(_) => {}
+        }
+    }
+    Ok(out)
 }
 
 async fn supervise(envoy: &mut EnvoyProcess) -> i32 {

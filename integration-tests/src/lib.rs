@@ -113,6 +113,8 @@ impl Gateway {
             .validate()
             .unwrap_or_else(|e| panic!("test config invalid: {e:?}"));
         let dir = TempDir::new("envoy");
+        // Chat logs go to per-route folders, which Envoy does not create.
+        llm_forward_gateway::render::create_log_dirs(&valid, &dir.0.display().to_string()).unwrap();
         let options = RenderOptions {
             wasm_path: wasm_path().display().to_string(),
             log_dir: dir.0.display().to_string(),

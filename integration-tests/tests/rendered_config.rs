@@ -35,6 +35,10 @@ fn envoy_example_matches_the_renderer() {
 }
 
 fn validate(dir: &TempDir, yaml: &str) -> std::process::Output {
+    // Envoy opens the per-route chat logs at load and does not create their folders (`run` does).
+    let example = workspace_root().join("envoy/llm-forward.example.yaml");
+    let valid = config_file::load(Some(&example), &|_| None).unwrap();
+    llm_forward_gateway::render::create_log_dirs(&valid, &dir.0.display().to_string()).unwrap();
     let path = dir.0.join("envoy.yaml");
     std::fs::write(&path, yaml).unwrap();
     Command::new(envoy_bin())

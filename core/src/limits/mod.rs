@@ -7,6 +7,9 @@
 //! - [`window`]: fixed and sliding windows over a constant-size [`WindowState`], with
 //!   [`try_acquire`] for request limits, [`check`]/[`charge`] for token quotas charged after the
 //!   fact, [`refund`] and [`combine`] for several rates at once.
+//! - [`config`]: the `limits:` config section, rule selection, subjects and shared-data key names.
+//! - [`store`]: this protocol over a two-call [`store::SharedStore`] trait (the filter implements it
+//!   with proxy-wasm shared data), including the creation lock for keys seen the first time.
 //! - [`headers`]: OpenAI's `x-ratelimit-reset-*` duration format and `Retry-After` seconds.
 //!
 //! # How a caller uses this with shared data (one rate)
@@ -38,8 +41,11 @@
 //! Between a write and its refund another request may see the extra unit and be rejected: the
 //! protocol can briefly under-admit under contention, never over-admit.
 
+pub mod config;
 pub mod grammar;
 pub mod headers;
+pub mod store;
+pub mod stream;
 pub mod window;
 
 pub use grammar::{parse_limit, LimitSpec, Rate};

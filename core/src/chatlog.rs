@@ -1,0 +1,466 @@
+//! Chat log records: one JSON object per chat, completion or embedding exchange.
+//!
+//! The filter gathers the facts (request body, [`Answer`], status, timings) and calls [`build`];
+//! the record is written as one line through Envoy's file access logger. `llm-forward convert`
+//! reads the same type back ([`ChatRecord`]), so writer and reader cannot drift apart.
+//!
+//! Compared with OpenAI-Forward's logs (a Python-dict request line and a separate answer line
+//! paired by an md5-of-the-clock uid): one self-contained JSON line per exchange, a random uid,
+//! UTC RFC 3339 times, every choice and every tool call, usage, status and timings; failed
+//! exchanges are recorded too (with their status) instead of only being printed to the console.
+
+use crate::answer::{Answer, ApiKind, Choice, Usage};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Which OpenAI API a route-relative path (`/v1/chat/completions`, query removed) targets.
+/// Any version prefix is accepted (`/v1/…`, `/v1beta/openai/…`, `/api/v3/…`).
+pub fn api_for_path(route_path: &str) -> Option<ApiKind> {
+    let path = route_path.split(['?', '#']).next().unwrap_or("");
+    let path = path.trim_end_matches('/');
+    if path.ends_with("/chat/completions") {
+        Some(ApiKind::Chat)
+    } else if path.ends_with("/completions") {
+        Some(ApiKind::Completion)
+    } else if path.ends_with("/embeddings") {
+        Some(ApiKind::Embedding)
+    } else {
+        None
+    }
+}
+
+/// `2026-11-26T13:40:15.123Z` from milliseconds since the Unix epoch (UTC, proleptic Gregorian).
+pub fn rfc3339_utc(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let millis = unix_ms % 1000;
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// Lower-case hex of random bytes (the record uid).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+/// A model name as one segment of a stat name: `[A-Za-z0-9_-]` kept, anything else (the dots of
+/// `gpt-4.1`, slashes, colons) becomes `_`, at most 64 characters; empty becomes `unknown`.
+/// Envoy's `stats_tags` split names on `.`, so a dot inside a label value would break extraction.
+pub fn metric_label(value: &str) -> String {
+    let label: String = value
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if label.is_empty() {
+        "unknown".into()
+    } else {
+        label
+    }
+}
+
+/// What the response produced, as logged.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LoggedAnswer {
+    /// Response `id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The model that answered (may differ from the requested one, e.g. a dated snapshot).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Every choice: content, reasoning_content, tool calls with their arguments joined.
+    pub choices: Vec<Choice>,
+    /// The stream ended with `data: [DONE]` (false for JSON bodies).
+    pub done: bool,
+}
+
+/// One line of `chat.log`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChatRecord {
+    /// When the request arrived, UTC RFC 3339 with milliseconds.
+    pub time: String,
+    /// 128 random bits, hex.
+    pub uid: String,
+    pub route: String,
+    /// Envoy cluster of the route (`route_<name>`).
+    pub upstream: String,
+    pub api: Option<ApiKind>,
+    /// Method and path (route-relative, without the query string, which may hold keys).
+    pub method: String,
+    pub path: String,
+    pub ip: Option<String>,
+    /// Forward key name and level; the key itself is never logged.
+    pub key_name: Option<String>,
+    pub level: Option<u32>,
+    /// The model the client asked for.
+    pub model: Option<String>,
+    pub stream: bool,
+    /// Request body without `messages`, `prompt` and `input`.
+    pub params: Map<String, Value>,
+    /// Chat `messages` (absent with the privacy switch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Value>,
+    /// Completions `prompt`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<Value>,
+    /// Embeddings `input`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    pub answer: Option<LoggedAnswer>,
+    pub usage: Option<Usage>,
+    /// Choice 0's finish reason (`stop`, `length`, `tool_calls`, …).
+    pub finish_reason: Option<String>,
+    pub status: u32,
+    /// `hit`, `miss`, `bypass`, or null when the cache did not look.
+    pub cache: Option<String>,
+    pub latency_ms: u64,
+    pub ttfb_ms: Option<u64>,
+    /// The answer text reached `logging.max_answer_bytes` (or the body was cut): texts are prefixes.
+    pub truncated: bool,
+    /// The request body was too large to log (`logging.max_request_bytes`) or not JSON.
+    pub request_truncated: bool,
+    /// Messages and answer text were left out (privacy switch).
+    pub redacted: bool,
+}
+
+/// Everything [`build`] needs, gathered by the filter.
+#[derive(Debug, Clone, Default)]
+pub struct RecordInput<'a> {
+    pub started_ms: u64,
+    pub now_ms: u64,
+    pub first_byte_ms: Option<u64>,
+    pub uid: String,
+    pub route: &'a str,
+    pub api: Option<ApiKind>,
+    pub method: &'a str,
+    /// Route-relative path; the query is removed here.
+    pub path: &'a str,
+    pub ip: Option<String>,
+    pub key_name: Option<&'a str>,
+    pub level: Option<u32>,
+    /// Model and stream flag as other features established them (they win over the body's).
+    pub model: Option<&'a str>,
+    pub stream: Option<bool>,
+    pub body: Option<&'a Value>,
+    pub request_truncated: bool,
+    pub answer: Option<&'a Answer>,
+    /// The response was cut by a collection cap (in addition to `answer.truncated`).
+    pub response_truncated: bool,
+    pub status: u32,
+    pub cache: Option<&'a str>,
+    /// Whether messages and answer text may be logged.
+    pub messages: bool,
+}
+
+/// Builds the record. Pure: the caller provides the clock and the uid.
+pub fn build(input: RecordInput<'_>) -> ChatRecord {
+    let mut params = Map::new();
+    let (mut messages, mut prompt, mut inputs) = (None, None, None);
+    if let Some(Value::Object(body)) = input.body {
+        for (k, v) in body {
+            match k.as_str() {
+                "messages" => messages = Some(v.clone()),
+                "prompt" => prompt = Some(v.clone()),
+                "input" => inputs = Some(v.clone()),
+                _ => {
+                    params.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+    let model = input.model.map(str::to_string).or_else(|| {
+        params
+            .get("model")
+            .and_then(Value::as_str)
+            .map(String::from)
+    });
+    let stream = input.stream.unwrap_or_else(|| {
+        params
+            .get("stream")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    });
+    let mut answer = input.answer.map(|a| LoggedAnswer {
+        id: a.id.clone(),
+        model: a.model.clone(),
+        choices: a.choices.clone(),
+        done: a.done,
+    });
+    let redacted = !input.messages;
+    if redacted {
+        messages = None;
+        prompt = None;
+        inputs = None;
+        if let Some(a) = answer.as_mut() {
+            for c in &mut a.choices {
+                c.content.clear();
+                c.reasoning_content.clear();
+                for t in &mut c.tool_calls {
+                    t.arguments.clear();
+                }
+            }
+        }
+    }
+    let finish_reason = input
+        .answer
+        .and_then(|a| a.choices.first())
+        .and_then(|c| c.finish_reason.clone());
+    let path = input.path.split(['?', '#']).next().unwrap_or("");
+    ChatRecord {
+        time: rfc3339_utc(input.started_ms),
+        uid: input.uid,
+        route: input.route.to_string(),
+        upstream: format!("route_{}", input.route),
+        api: input.api,
+        method: input.method.to_string(),
+        path: path.to_string(),
+        ip: input.ip,
+        key_name: input.key_name.map(str::to_string),
+        level: input.level,
+        model,
+        stream,
+        params,
+        messages,
+        prompt,
+        input: inputs,
+        usage: input.answer.and_then(|a| a.usage.clone()),
+        finish_reason,
+        answer,
+        status: input.status,
+        cache: input.cache.map(str::to_string),
+        latency_ms: input.now_ms.saturating_sub(input.started_ms),
+        ttfb_ms: input
+            .first_byte_ms
+            .map(|t| t.saturating_sub(input.started_ms)),
+        truncated: input.response_truncated || input.answer.is_some_and(|a| a.truncated),
+        request_truncated: input.request_truncated,
+        redacted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::answer::{from_json_body, StreamExtractor, ToolCall};
+    use crate::sse::SseParser;
+    use serde_json::json;
+
+    #[test]
+    fn api_paths() {
+        assert_eq!(api_for_path("/v1/chat/completions"), Some(ApiKind::Chat));
+        assert_eq!(api_for_path("/chat/completions?x=1"), Some(ApiKind::Chat));
+        assert_eq!(api_for_path("/v1/completions"), Some(ApiKind::Completion));
+        assert_eq!(
+            api_for_path("/v1beta/openai/embeddings/"),
+            Some(ApiKind::Embedding)
+        );
+        assert_eq!(api_for_path("/v1/models"), None);
+        assert_eq!(api_for_path("/v1/chat/completionsx"), None);
+        assert_eq!(api_for_path("/v1/audio/transcriptions"), None);
+    }
+
+    #[test]
+    fn rfc3339_is_utc_with_millis() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339_utc(1_798_292_415_123), "2026-12-26T13:40:15.123Z");
+        assert_eq!(rfc3339_utc(4_107_542_399_999), "2100-02-28T23:59:59.999Z");
+    }
+
+    #[test]
+    fn hex_and_labels() {
+        assert_eq!(hex(&[0, 0xab, 0x0f, 0xff]), "00ab0fff");
+        assert_eq!(metric_label("gpt-4.1-mini"), "gpt-4_1-mini");
+        assert_eq!(metric_label("meta/llama:3.1"), "meta_llama_3_1");
+        assert_eq!(metric_label(""), "unknown");
+        assert_eq!(metric_label(&"x".repeat(100)).len(), 64);
+    }
+
+    fn chat_answer() -> Answer {
+        let stream = concat!(
+            "data: {\"id\":\"c1\",\"model\":\"gpt-4o-2024\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hel\"}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\n",
+            "data: [DONE]\n\n"
+        );
+        let mut parser = SseParser::new(1 << 16);
+        let mut events = Vec::new();
+        parser.feed(stream.as_bytes(), &mut events);
+        let mut ex = StreamExtractor::new(1 << 16);
+        for e in &events {
+            ex.on_event(e);
+        }
+        ex.into_answer()
+    }
+
+    fn input<'a>(body: &'a Value, answer: &'a Answer) -> RecordInput<'a> {
+        RecordInput {
+            started_ms: 1_798_292_415_000,
+            now_ms: 1_798_292_415_250,
+            first_byte_ms: Some(1_798_292_415_040),
+            uid: "u1".into(),
+            route: "root",
+            api: Some(ApiKind::Chat),
+            method: "POST",
+            path: "/v1/chat/completions?key=secret",
+            ip: Some("10.0.0.1".into()),
+            key_name: Some("team-a"),
+            level: Some(1),
+            body: Some(body),
+            answer: Some(answer),
+            status: 200,
+            cache: Some("miss"),
+            messages: true,
+            ..RecordInput::default()
+        }
+    }
+
+    #[test]
+    fn chat_record_has_everything() {
+        let body = json!({"model":"gpt-4o","stream":true,"temperature":0.2,
+            "messages":[{"role":"user","content":"hi"}]});
+        let answer = chat_answer();
+        let r = build(input(&body, &answer));
+        assert_eq!(r.time, "2026-12-26T13:40:15.000Z");
+        assert_eq!(r.upstream, "route_root");
+        assert_eq!(r.path, "/v1/chat/completions", "query never logged");
+        assert_eq!(r.model.as_deref(), Some("gpt-4o"));
+        assert!(r.stream);
+        assert_eq!(r.params["temperature"], json!(0.2));
+        assert!(!r.params.contains_key("messages"));
+        assert_eq!(r.messages, Some(json!([{"role":"user","content":"hi"}])));
+        let a = r.answer.as_ref().unwrap();
+        assert_eq!(a.choices[0].content, "Hello");
+        assert_eq!(a.model.as_deref(), Some("gpt-4o-2024"));
+        assert!(a.done);
+        assert_eq!(r.usage.as_ref().unwrap().total_tokens, 5);
+        assert_eq!(r.finish_reason.as_deref(), Some("stop"));
+        assert_eq!((r.latency_ms, r.ttfb_ms), (250, Some(40)));
+        assert_eq!(r.cache.as_deref(), Some("miss"));
+        assert_eq!((r.key_name.as_deref(), r.level), (Some("team-a"), Some(1)));
+        assert!(!r.truncated && !r.redacted);
+        // Round trip: `convert` reads what the filter writes.
+        let line = serde_json::to_string(&r).unwrap();
+        assert!(!line.contains('\n'));
+        let back: ChatRecord = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn privacy_drops_messages_and_answer_text_but_keeps_usage() {
+        let body = json!({"model":"m","messages":[{"role":"user","content":"secret question"}]});
+        let mut answer = chat_answer();
+        answer.choices[0].tool_calls.push(ToolCall {
+            index: 0,
+            id: Some("call_1".into()),
+            kind: Some("function".into()),
+            name: "get_weather".into(),
+            arguments: "{\"city\":\"secret\"}".into(),
+        });
+        let mut i = input(&body, &answer);
+        i.messages = false;
+        let r = build(i);
+        let line = serde_json::to_string(&r).unwrap();
+        assert!(!line.contains("secret"), "{line}");
+        assert!(!line.contains("Hello"), "{line}");
+        assert!(r.redacted);
+        assert_eq!(r.usage.unwrap().prompt_tokens, 3);
+        assert_eq!(
+            r.answer.unwrap().choices[0].tool_calls[0].name,
+            "get_weather"
+        );
+    }
+
+    #[test]
+    fn completion_and_embedding_records() {
+        let body = json!({"model":"inst","prompt":"say hi"});
+        let answer = from_json_body(
+            ApiKind::Completion,
+            br#"{"id":"x","choices":[{"index":0,"text":"hi!","finish_reason":"stop"}],"usage":{"prompt_tokens":2,"completion_tokens":1,"total_tokens":3}}"#,
+        )
+        .unwrap();
+        let mut i = input(&body, &answer);
+        i.api = Some(ApiKind::Completion);
+        i.path = "/v1/completions";
+        let r = build(i);
+        assert_eq!(r.prompt, Some(json!("say hi")));
+        assert!(!r.stream, "stream defaults to false, unlike the reference");
+        assert_eq!(r.answer.unwrap().choices[0].content, "hi!");
+
+        let body = json!({"model":"emb","input":["a","b"]});
+        let answer = from_json_body(
+            ApiKind::Embedding,
+            br#"{"object":"list","data":[{"embedding":[0.1]}],"model":"emb","usage":{"prompt_tokens":2,"total_tokens":2}}"#,
+        )
+        .unwrap();
+        let mut i = input(&body, &answer);
+        i.api = Some(ApiKind::Embedding);
+        let r = build(i);
+        assert_eq!(r.input, Some(json!(["a", "b"])));
+        assert_eq!(r.usage.unwrap().total_tokens, 2);
+        assert!(r.answer.unwrap().choices.is_empty());
+    }
+
+    #[test]
+    fn failed_and_truncated_exchanges() {
+        let body = json!({"model":"m","messages":[]});
+        let none = Answer::default();
+        let mut i = input(&body, &none);
+        i.answer = None;
+        i.status = 502;
+        i.first_byte_ms = None;
+        i.response_truncated = true;
+        i.request_truncated = true;
+        let r = build(i);
+        assert_eq!(r.status, 502);
+        assert!(r.answer.is_none() && r.usage.is_none() && r.ttfb_ms.is_none());
+        assert!(r.truncated && r.request_truncated);
+    }
+
+    #[test]
+    fn model_and_stream_from_other_features_win() {
+        let body = json!({"model":"alias","stream":false});
+        let answer = Answer::default();
+        let mut i = input(&body, &answer);
+        i.model = Some("routed-model");
+        i.stream = Some(true);
+        i.body = None;
+        let r = build(i);
+        assert_eq!(r.model.as_deref(), Some("routed-model"));
+        assert!(r.stream);
+        assert!(r.params.is_empty() && r.messages.is_none());
+    }
+}

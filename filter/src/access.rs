@@ -1,0 +1,375 @@
+//! Access control glue: IP lists, forward key → upstream key swap, model permission, model routing
+//! and upstream key cooldowns. The decisions live in [`llm_forward_core::access`]; this module
+//! reads what they need from Envoy and applies their answer.
+//!
+//! Shared data (one store per `vm_id`, shared by every worker):
+//! - `llm_forward.access.rr.<level>.<key indexes>`: the rotation counter of one pool (8 bytes LE).
+//!   Routes whose pools hold the same keys rotate together, like OpenAI-Forward's single rotation.
+//! - `llm_forward.access.cooldowns`: until-ms per upstream key index (8 bytes LE each).
+//!
+//! Both are written with CAS and a bounded number of retries; when they run out the request still
+//! gets a key (the computed one) and `llm_forward.access.cas_exhausted_total` counts it.
+
+use crate::exchange::{Caller, Exchange, LocalReply, Step};
+use crate::host::{self, log};
+use llm_forward_core::access::{
+    decode_cooldowns, decode_counter, encode_cooldowns, is_json_content_type, is_key_failure,
+    parse_body, pick_key, replace_query_param, Access, KeyDecision, KeyLocation,
+};
+use llm_forward_core::config::{ConfigError, FilterConfig};
+use llm_forward_core::routing::route_path;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{LogLevel, MetricType, Status};
+
+pub use llm_forward_core::access::TARGET_HEADER;
+
+const COOLDOWNS_KEY: &str = "llm_forward.access.cooldowns";
+const MAX_CAS_TRIES: usize = 16;
+
+#[derive(Debug, Default)]
+struct AccessMetrics {
+    cooldowns: Option<u32>,
+    cas_exhausted: Option<u32>,
+    ip_denied: Option<u32>,
+    key_rejected: Option<u32>,
+    model_denied: Option<u32>,
+}
+
+fn counter(name: &str) -> Option<u32> {
+    hostcalls::define_metric(MetricType::Counter, name).ok()
+}
+
+fn bump(id: Option<u32>) {
+    if let Some(id) = id {
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+}
+
+/// The compiled rules and this worker's metric handles.
+#[derive(Debug, Default)]
+pub struct AccessState {
+    pub rules: Access,
+    metrics: AccessMetrics,
+}
+
+impl AccessState {
+    /// Compiles the access section, resolving `${VAR}` secrets from the VM's environment (Envoy
+    /// passes the variables listed in `vm_config.environment_variables.host_env_keys`).
+    pub fn configure(config: &FilterConfig) -> Result<AccessState, ConfigError> {
+        let env = |name: &str| std::env::var(name).ok();
+        let rules = Access::compile(&config.access, config.routes.len(), &env)?;
+        // Create the rotation counters up front so every later write can use CAS.
+        for (route, level) in rules.pool_ids() {
+            let key = rotation_key(&rules, route, level);
+            if let Ok((None, _)) = hostcalls::get_shared_data(&key) {
+                let _ = hostcalls::set_shared_data(&key, Some(&0u64.to_le_bytes()), None);
+            }
+        }
+        let metrics = if rules.keys_required() || !rules.ip_open() || rules.upstream_count() > 0 {
+            AccessMetrics {
+                cooldowns: counter("llm_forward.upstream_key_cooldowns_total"),
+                cas_exhausted: counter("llm_forward.access.cas_exhausted_total"),
+                ip_denied: counter("llm_forward.access.ip_denied_total"),
+                key_rejected: counter("llm_forward.access.key_rejected_total"),
+                model_denied: counter("llm_forward.access.model_denied_total"),
+            }
+        } else {
+            AccessMetrics::default()
+        };
+        Ok(AccessState { rules, metrics })
+    }
+
+    /// Headers phase: IP list, then the key. Sets `client_ip`, `caller`, `api`, `upstream_key` and
+    /// swaps the upstream key into the request.
+    pub fn on_request_headers(&self, config: &FilterConfig, ex: &mut Exchange) -> Step {
+        let rules = &self.rules;
+        if !rules.ip_open() {
+            let ip = hostcalls::get_property(vec!["source", "address"])
+                .ok()
+                .flatten()
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|s| llm_forward_core::cidr::parse_peer_address(&s));
+            ex.client_ip = ip;
+            let permitted = ip.is_some_and(|ip| rules.ip_permits(&ip));
+            if !permitted {
+                bump(self.metrics.ip_denied);
+                let shown = ip.map(|i| i.to_string()).unwrap_or_else(|| "unknown".into());
+                log(LogLevel::Warn, &format!("llm-forward: client IP {shown} is not allowed"));
+                return Step::Reply(LocalReply::new(
+                    403,
+                    "Your IP address is not allowed to use this gateway.",
+                    "permission_error",
+                    "ip_not_allowed",
+                ));
+            }
+        }
+        let route = config.routes.get(ex.route);
+        if let Some(r) = route {
+            let rel = route_path(&r.prefix, &ex.path);
+            ex.api = rules.json_path(ex.route, r.kind, rel).and_then(|j| j.api);
+        }
+        if rules.routes_models(ex.route) && ex.request_header(TARGET_HEADER).is_some() {
+            // Only the filter chooses model targets.
+            host::set_request_header(TARGET_HEADER, None);
+        }
+        let Some(access) = rules.route(ex.route) else {
+            return Step::Continue;
+        };
+        let presented = if rules.keys_required() {
+            access.location.extract(&ex.request_headers, &ex.path)
+        } else {
+            None
+        };
+        match rules.authenticate(ex.route, presented.as_deref()) {
+            KeyDecision::Open => {
+                ex.caller = Some(Caller {
+                    level: 0,
+                    key_name: None,
+                });
+                Step::Continue
+            }
+            // Not authenticated by the gateway: `caller` stays None, the upstream decides.
+            KeyDecision::PassThrough => Step::Continue,
+            KeyDecision::Reject { missing } => {
+                bump(self.metrics.key_rejected);
+                let message = if missing {
+                    "You didn't provide an API key. Send the key this gateway issued you (for OpenAI \
+                     routes: `Authorization: Bearer <key>`)."
+                } else {
+                    "Incorrect API key provided. Use a key issued by this gateway."
+                };
+                Step::Reply(LocalReply::new(
+                    401,
+                    message,
+                    "invalid_request_error",
+                    "invalid_api_key",
+                ))
+            }
+            KeyDecision::Forward(i) => {
+                let Some(fk) = rules.forward_key(i) else {
+                    return Step::Continue;
+                };
+                ex.caller = Some(Caller {
+                    level: fk.level,
+                    key_name: Some(fk.name.clone()),
+                });
+                let chosen = self.next_upstream_key(ex.route, fk.level);
+                ex.upstream_key = chosen;
+                let secret = chosen
+                    .and_then(|k| rules.upstream_key(k))
+                    .map(|k| k.secret());
+                // No upstream key for this route and level: the forward key is removed, so it
+                // never reaches the upstream (a keyless local model, say).
+                write_key(&access.location, &ex.path, secret);
+                Step::Continue
+            }
+        }
+    }
+
+    /// Whether the access checks need the JSON body of this request: a model-checked path and a
+    /// caller whose level restricts models, or a route with model routing.
+    pub fn needs_body(&self, config: &FilterConfig, ex: &Exchange) -> bool {
+        self.body_path(config, ex)
+            && (self.restricted(ex) || self.rules.routes_models(ex.route))
+            && is_json_content_type(ex.request_header("content-type"))
+    }
+
+    /// A restricted caller sending a non-JSON body to a model-checked path cannot be checked:
+    /// refused instead of waved through. Called after `needs_body` said no.
+    pub fn unreadable_body(&self, config: &FilterConfig, ex: &Exchange) -> Step {
+        if self.body_path(config, ex)
+            && self.restricted(ex)
+            && !is_json_content_type(ex.request_header("content-type"))
+        {
+            return Step::Reply(LocalReply::new(
+                400,
+                "This endpoint expects a JSON body (`content-type: application/json`).",
+                "invalid_request_error",
+                "unsupported_content_type",
+            ));
+        }
+        Step::Continue
+    }
+
+    fn body_path(&self, config: &FilterConfig, ex: &Exchange) -> bool {
+        config.routes.get(ex.route).is_some_and(|r| {
+            self.rules
+                .json_path(ex.route, r.kind, route_path(&r.prefix, &ex.path))
+                .is_some()
+        })
+    }
+
+    fn restricted(&self, ex: &Exchange) -> bool {
+        ex.caller
+            .as_ref()
+            .is_some_and(|c| !self.rules.level_allows_all(c.level))
+    }
+
+    /// Body phase (whole body): parse once into `ex.body`, check the model, route it.
+    pub fn on_request_body(&self, config: &FilterConfig, ex: &mut Exchange, bytes: &[u8]) -> Step {
+        if !self.body_path(config, ex) {
+            return Step::Continue;
+        }
+        let body = match parse_body(bytes) {
+            Ok(b) => b,
+            Err(message) => {
+                return Step::Reply(LocalReply::new(
+                    400,
+                    message,
+                    "invalid_request_error",
+                    "invalid_json",
+                ))
+            }
+        };
+        ex.model = body.model.clone();
+        ex.stream = body.stream;
+        ex.body = Some(body.json);
+        let Some(model) = body.model else {
+            return Step::Continue;
+        };
+        if let Some(caller) = &ex.caller {
+            if !self.rules.model_allowed(caller.level, &model) {
+                bump(self.metrics.model_denied);
+                return Step::Reply(LocalReply::new(
+                    403,
+                    format!("The model `{model}` is not allowed for this key."),
+                    "invalid_request_error",
+                    "model_not_allowed",
+                ));
+            }
+        }
+        if let Some((target, rename)) = self.rules.route_model(ex.route, &model) {
+            host::set_request_header(TARGET_HEADER, Some(&target.to_string()));
+            // Envoy re-picks the route from the new header; harmless when the function is missing.
+            let _ = hostcalls::call_foreign_function("clear_route_cache", None);
+            if let (Some(new), Some(serde_json::Value::Object(obj))) = (rename, ex.body.as_mut()) {
+                obj.insert("model".into(), serde_json::Value::String(new.to_string()));
+                ex.body_changed = true;
+            }
+        }
+        Step::Continue
+    }
+
+    /// Response headers: an upstream 401/403/429 for a pooled key starts its cooldown.
+    pub fn on_response_headers(&self, ex: &Exchange) {
+        let Some(key) = ex.upstream_key else {
+            return;
+        };
+        if !is_key_failure(ex.status) || self.rules.cooldown_ms() == 0 {
+            return;
+        }
+        // The gateway's own replies (limits, say) carry this header: not the key's fault.
+        if let Ok(Some(_)) = hostcalls::get_map_value(
+            proxy_wasm::types::MapType::HttpResponseHeaders,
+            "x-llm-forward-error",
+        ) {
+            return;
+        }
+        let until = host::now_ms().saturating_add(self.rules.cooldown_ms());
+        let n = self.rules.upstream_count();
+        for _ in 0..MAX_CAS_TRIES {
+            let (value, cas) = hostcalls::get_shared_data(COOLDOWNS_KEY).unwrap_or((None, None));
+            let mut table = decode_cooldowns(value.as_deref().unwrap_or(&[]), n);
+            if let Some(slot) = table.get_mut(key) {
+                *slot = until;
+            }
+            match hostcalls::set_shared_data(COOLDOWNS_KEY, Some(&encode_cooldowns(&table)), cas) {
+                Err(Status::CasMismatch) => continue,
+                _ => {
+                    bump(self.metrics.cooldowns);
+                    log(
+                        LogLevel::Warn,
+                        &format!(
+                            "llm-forward: upstream key #{key} answered {}; skipped for {}s",
+                            ex.status,
+                            self.rules.cooldown_ms() / 1000
+                        ),
+                    );
+                    return;
+                }
+            }
+        }
+        bump(self.metrics.cas_exhausted);
+    }
+
+    /// The next upstream key of the `(route, level)` pool, skipping cooling keys.
+    fn next_upstream_key(&self, route: usize, level: u32) -> Option<usize> {
+        let pool = self.rules.pool(route, level);
+        match pool {
+            [] => return None,
+            [only] => return Some(*only),
+            _ => {}
+        }
+        let now = host::now_ms();
+        let cooling = match hostcalls::get_shared_data(COOLDOWNS_KEY) {
+            Ok((Some(v), _)) => decode_cooldowns(&v, self.rules.upstream_count()),
+            _ => Vec::new(),
+        };
+        let key = rotation_key(&self.rules, route, level);
+        let mut last = None;
+        for _ in 0..MAX_CAS_TRIES {
+            let (value, cas) = hostcalls::get_shared_data(&key).unwrap_or((None, None));
+            let counter = value.as_deref().map(decode_counter).unwrap_or(0);
+            let (pick, next) = pick_key(pool, counter, &cooling, now)?;
+            last = Some(pick);
+            match hostcalls::set_shared_data(&key, Some(&next.to_le_bytes()), cas) {
+                Err(Status::CasMismatch) => continue,
+                _ => return Some(pick),
+            }
+        }
+        bump(self.metrics.cas_exhausted);
+        last
+    }
+}
+
+/// The shared-data key of a pool's rotation counter: level and key indexes, so routes with the
+/// same pool share one rotation.
+fn rotation_key(rules: &Access, route: usize, level: u32) -> String {
+    let ids: Vec<String> = rules
+        .pool(route, level)
+        .iter()
+        .map(|i| i.to_string())
+        .collect();
+    format!("llm_forward.access.rr.{level}.{}", ids.join("-"))
+}
+
+/// Puts `secret` where the route carries keys, or removes the client's key when `None`.
+fn write_key(location: &KeyLocation, path: &str, secret: Option<&str>) {
+    match location {
+        KeyLocation::Bearer => {
+            let value = secret.map(|s| format!("Bearer {s}"));
+            host::set_request_header("authorization", value.as_deref());
+        }
+        KeyLocation::Header(name) => host::set_request_header(name, secret),
+        KeyLocation::Query(name) => {
+            let new_path = replace_query_param(path, name, secret);
+            host::set_request_header(":path", Some(&new_path));
+        }
+    }
+}
+
+/// Writes `ex.body` back into the request when a feature changed it, with a matching
+/// `content-length` (a stale length would truncate a shorter body or spill a longer one onto the
+/// upstream connection). Call once, at the end of the body phase.
+pub fn write_back_body(ex: &mut Exchange, original_size: usize) {
+    if !ex.body_changed {
+        return;
+    }
+    let Some(body) = ex.body.as_ref() else {
+        return;
+    };
+    let Ok(bytes) = serde_json::to_vec(body) else {
+        return;
+    };
+    if hostcalls::set_buffer(
+        proxy_wasm::types::BufferType::HttpRequestBody,
+        0,
+        original_size,
+        &bytes,
+    )
+    .is_ok()
+    {
+        host::set_request_header("content-length", Some(&bytes.len().to_string()));
+        ex.body_changed = false;
+    }
+}

@@ -1,0 +1,449 @@
+//! Response cache glue: look up while the request is held, answer hits locally, copy fresh answers
+//! as they stream through, and store them after the stream ended.
+//!
+//! Decisions live in `llm_forward_core::cache` (which requests, which key, what is stored, how a
+//! hit is replayed); this module talks to Envoy:
+//! - **lookup**: `dispatch_http_call` to the `llm_forward_cache` cluster (`GET /entries/<key>`)
+//!   with the configured timeout while the request is paused; a hit is sent with
+//!   `send_http_response`, anything else (404, error, timeout) resumes the request (fail open);
+//! - **store**: the HTTP context hands the finished entry to the worker's root context through a
+//!   shared queue, and the root dispatches the `PUT` on its next tick. A call made by the HTTP
+//!   context would be cancelled by Envoy when the client's stream ends; the root outlives it.
+
+use crate::exchange::{Exchange, Step};
+use crate::host;
+use crate::root::Plugin;
+use llm_forward_core::access::is_json_content_type;
+use llm_forward_core::cache::{
+    self as core_cache, Directive, Entry, FilterCache, Keying, Plan, CACHE_CLUSTER, CONTROL_HEADER,
+    STATUS_HEADER, TTL_HEADER,
+};
+use llm_forward_core::cache_key::{self, CachingField};
+use llm_forward_core::config::FilterConfig;
+use llm_forward_core::routing::route_path;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// How often the root context sends queued stores.
+pub const FLUSH_PERIOD: Duration = Duration::from_millis(20);
+/// Stores waiting for the root; beyond this the oldest is dropped (counted as an error).
+const MAX_QUEUED: usize = 256;
+/// Timeout of a store call (off the request path).
+const STORE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One store waiting to be sent.
+#[derive(Debug)]
+struct PendingStore {
+    key: String,
+    value: Vec<u8>,
+}
+
+fn counter(name: &str) -> Option<u32> {
+    hostcalls::define_metric(MetricType::Counter, name).ok()
+}
+
+fn bump(id: Option<u32>) {
+    if let Some(id) = id {
+        let _ = hostcalls::increment_metric(id, 1);
+    }
+}
+
+/// What the cache keeps per worker: counters and the store queue.
+#[derive(Debug, Default)]
+pub struct CacheShared {
+    hit: Option<u32>,
+    miss: Option<u32>,
+    error: Option<u32>,
+    bypass: Option<u32>,
+    store: Option<u32>,
+    queue: RefCell<VecDeque<PendingStore>>,
+    /// Store calls sent and not answered yet.
+    in_flight: Cell<usize>,
+}
+
+impl CacheShared {
+    /// Counters `llm_forward.cache.<hit|miss|error|bypass|store>_total`, defined only when the
+    /// cache is on.
+    pub fn configure(config: &FilterConfig) -> CacheShared {
+        if config.cache.is_none() {
+            return CacheShared::default();
+        }
+        CacheShared {
+            hit: counter("llm_forward.cache.hit_total"),
+            miss: counter("llm_forward.cache.miss_total"),
+            error: counter("llm_forward.cache.error_total"),
+            bypass: counter("llm_forward.cache.bypass_total"),
+            store: counter("llm_forward.cache.store_total"),
+            ..CacheShared::default()
+        }
+    }
+
+    fn enqueue(&self, store: PendingStore) {
+        let mut q = self.queue.borrow_mut();
+        if q.len() >= MAX_QUEUED {
+            q.pop_front();
+            bump(self.error);
+        }
+        q.push_back(store);
+    }
+
+    /// Root context, on tick: send every queued store.
+    pub fn flush(&self, ttl_seconds: u64) {
+        let ttl = ttl_seconds.to_string();
+        loop {
+            let Some(item) = self.queue.borrow_mut().pop_front() else {
+                return;
+            };
+            let path = format!("/entries/{}", item.key);
+            let headers = vec![
+                (":method", "PUT"),
+                (":path", path.as_str()),
+                (":authority", CACHE_CLUSTER),
+                ("content-type", "application/octet-stream"),
+                (TTL_HEADER, ttl.as_str()),
+            ];
+            match hostcalls::dispatch_http_call(
+                CACHE_CLUSTER,
+                headers,
+                Some(&item.value),
+                vec![],
+                STORE_TIMEOUT,
+            ) {
+                Ok(_) => self.in_flight.set(self.in_flight.get().saturating_add(1)),
+                Err(_) => bump(self.error),
+            }
+        }
+    }
+
+    /// Root context: a store call answered.
+    pub fn on_store_response(&self) {
+        self.in_flight.set(self.in_flight.get().saturating_sub(1));
+        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten();
+        match status.as_deref() {
+            Some("204") | Some("200") => bump(self.store),
+            _ => bump(self.error),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the request body.
+    Reading,
+    /// Lookup sent; the request is paused.
+    LookingUp,
+    /// Upstream answers; its body is copied when `store` is set.
+    Forwarded,
+    /// Answered from the cache.
+    Hit,
+    /// Nothing more to do.
+    Done,
+}
+
+/// The cache's state for one request.
+#[derive(Debug)]
+pub struct CacheRequest {
+    keying: Keying,
+    directive: Directive,
+    phase: Phase,
+    plan: Plan,
+    key: Option<String>,
+    want_stream: bool,
+    include_usage: bool,
+    model: Option<String>,
+    /// The response copy; `None` once it is known not to be stored.
+    copy: Option<Vec<u8>>,
+    content_type: Option<String>,
+}
+
+fn settings(plugin: &Plugin) -> Option<&FilterCache> {
+    plugin.config.cache.as_ref()
+}
+
+impl CacheRequest {
+    /// Headers phase: `Some` when the request may be cached (its body is then needed).
+    pub fn start(plugin: &Plugin, ex: &Exchange) -> Option<CacheRequest> {
+        let cache = settings(plugin)?;
+        let route = plugin.config.routes.get(ex.route)?;
+        let keying = cache.classify(route.kind, route_path(&route.prefix, &ex.path), &ex.method)?;
+        // Multipart and form bodies stream through untouched (never held, never keyed).
+        if matches!(keying, Keying::Json(_))
+            && !is_json_content_type(ex.request_header("content-type"))
+        {
+            return None;
+        }
+        Some(CacheRequest {
+            keying,
+            directive: Directive::parse(ex.request_header(CONTROL_HEADER)),
+            phase: Phase::Reading,
+            plan: Plan::Bypass,
+            key: None,
+            want_stream: false,
+            include_usage: false,
+            model: None,
+            copy: None,
+            content_type: None,
+        })
+    }
+
+    /// Whether the body must be held and read before the request goes on.
+    pub fn needs_body(&self) -> bool {
+        self.phase == Phase::Reading
+    }
+
+    /// End of the request (body read, or no body): decide, remove `caching`, look up.
+    /// `Step::Wait` when a lookup was sent (the request stays paused until its answer).
+    pub fn on_request_end(&mut self, plugin: &Plugin, ex: &mut Exchange, body: &[u8]) -> Step {
+        self.phase = Phase::Done;
+        let Some(cache) = settings(plugin) else {
+            return Step::Continue;
+        };
+        let Some(route) = plugin.config.routes.get(ex.route) else {
+            return Step::Continue;
+        };
+        let scope = core_cache::scope_for(
+            cache.scope,
+            ex.caller.as_ref().map(|c| c.level),
+            ex.caller.as_ref().and_then(|c| c.key_name.as_deref()),
+        );
+        let (field, key) = match self.keying {
+            Keying::Json(api) => {
+                if ex.body.is_none() {
+                    ex.body = serde_json::from_slice(body).ok();
+                }
+                let Some(json) = ex.body.as_mut() else {
+                    return self.bypass(plugin, ex);
+                };
+                let field = cache_key::take_caching_flag(json);
+                if field.removed() {
+                    ex.body_changed = true;
+                }
+                let (stream, usage) = core_cache::stream_mode(json);
+                self.want_stream = stream;
+                self.include_usage = usage;
+                self.model = json
+                    .get("model")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string);
+                (
+                    field,
+                    core_cache::json_key(api, &scope, &route.prefix, json),
+                )
+            }
+            Keying::Raw => (
+                CachingField::Absent,
+                Some(cache_key::general_cache_key(
+                    &scope,
+                    &route.prefix,
+                    &ex.method,
+                    &ex.path,
+                    body,
+                )),
+            ),
+        };
+        self.plan = core_cache::plan(
+            self.directive,
+            field,
+            cache.default_request_caching,
+            self.keying,
+        );
+        let Some(key) = key.filter(|_| self.plan != Plan::Bypass) else {
+            return self.bypass(plugin, ex);
+        };
+        self.key = Some(key);
+        ex.cache_status = Some("miss");
+        if self.plan == Plan::Store {
+            self.phase = Phase::Forwarded;
+            bump(plugin.cache.miss);
+            return Step::Continue;
+        }
+        self.lookup(plugin, cache)
+    }
+
+    fn bypass(&mut self, plugin: &Plugin, ex: &mut Exchange) -> Step {
+        self.plan = Plan::Bypass;
+        ex.cache_status = Some("bypass");
+        bump(plugin.cache.bypass);
+        Step::Continue
+    }
+
+    fn lookup(&mut self, plugin: &Plugin, cache: &FilterCache) -> Step {
+        let Some(key) = self.key.as_deref() else {
+            return Step::Continue;
+        };
+        let path = format!("/entries/{key}");
+        let headers = vec![
+            (":method", "GET"),
+            (":path", path.as_str()),
+            (":authority", CACHE_CLUSTER),
+        ];
+        let timeout = Duration::from_millis(cache.timeout_ms);
+        match hostcalls::dispatch_http_call(CACHE_CLUSTER, headers, None, vec![], timeout) {
+            Ok(_) => {
+                self.phase = Phase::LookingUp;
+                Step::Wait
+            }
+            Err(e) => {
+                host::log(LogLevel::Debug, &format!("cache lookup not sent: {e:?}"));
+                bump(plugin.cache.error);
+                self.phase = Phase::Forwarded;
+                Step::Continue
+            }
+        }
+    }
+
+    /// The lookup answered (or failed: no headers). Returns true when the request was answered
+    /// from the cache; otherwise the caller resumes it.
+    pub fn on_lookup_response(
+        &mut self,
+        plugin: &Plugin,
+        ex: &mut Exchange,
+        body_size: usize,
+    ) -> bool {
+        if self.phase != Phase::LookingUp {
+            return false;
+        }
+        self.phase = Phase::Forwarded;
+        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten();
+        match status.as_deref() {
+            Some("200") => {}
+            Some("404") => {
+                bump(plugin.cache.miss);
+                return false;
+            }
+            _ => {
+                // Timeout, cache down, backend error: a miss that is counted apart.
+                bump(plugin.cache.error);
+                return false;
+            }
+        }
+        let bytes = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let replay = Entry::decode(&bytes).and_then(|entry| {
+            core_cache::replay(
+                &entry,
+                self.want_stream,
+                self.include_usage,
+                self.model.as_deref(),
+            )
+        });
+        let Some(replay) = replay else {
+            bump(plugin.cache.error);
+            return false;
+        };
+        let mut headers = vec![
+            ("content-type", replay.content_type.as_str()),
+            (STATUS_HEADER, "HIT"),
+        ];
+        if replay.content_type.starts_with("text/event-stream") {
+            headers.push(("cache-control", "no-cache"));
+        }
+        if hostcalls::send_http_response(replay.status, headers, Some(&replay.body)).is_err() {
+            bump(plugin.cache.error);
+            return false;
+        }
+        bump(plugin.cache.hit);
+        self.phase = Phase::Hit;
+        self.key = None;
+        ex.status = replay.status;
+        ex.cache_status = Some("hit");
+        true
+    }
+
+    /// True once the request was answered from the cache (its response is the local reply).
+    pub fn is_hit(&self) -> bool {
+        self.phase == Phase::Hit
+    }
+
+    /// Response headers: say what the cache did; start copying a storable answer.
+    pub fn on_response_headers(&mut self, plugin: &Plugin, ex: &mut Exchange) {
+        match self.phase {
+            Phase::Hit => return,
+            _ if self.plan == Plan::Bypass => {
+                host::set_response_header(STATUS_HEADER, Some("BYPASS"));
+                return;
+            }
+            _ => host::set_response_header(STATUS_HEADER, Some("MISS")),
+        }
+        if self.key.is_none() || !(200..300).contains(&ex.status) {
+            self.key = None;
+            return;
+        }
+        let content_type = match ex.response_content_type.clone() {
+            Some(ct) => Some(ct),
+            None => {
+                let ct = hostcalls::get_map_value(MapType::HttpResponseHeaders, "content-type")
+                    .ok()
+                    .flatten();
+                ex.response_content_type = ct.clone();
+                ct
+            }
+        };
+        self.content_type = content_type;
+        let _ = plugin;
+        self.copy = Some(Vec::new());
+    }
+
+    /// Response body: copy the chunk (bounded); at the end, queue the entry for the root.
+    pub fn on_response_chunk(
+        &mut self,
+        plugin: &Plugin,
+        ex: &Exchange,
+        body_size: usize,
+        end_of_stream: bool,
+    ) {
+        let Some(cache) = settings(plugin) else {
+            return;
+        };
+        let Some(copy) = self.copy.as_mut() else {
+            return;
+        };
+        if body_size > 0 {
+            let limit = cache.max_entry_bytes as usize;
+            if copy.len().saturating_add(body_size) > limit {
+                // Too big to store: stop copying, let the rest flow.
+                self.copy = None;
+                self.key = None;
+                return;
+            }
+            match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
+                Ok(Some(chunk)) => copy.extend_from_slice(&chunk),
+                Ok(None) => {}
+                Err(_) => {
+                    self.copy = None;
+                    self.key = None;
+                    return;
+                }
+            }
+        }
+        if !end_of_stream {
+            return;
+        }
+        let (Some(body), Some(key)) = (self.copy.take(), self.key.take()) else {
+            return;
+        };
+        let created = host::now_ms() / 1000;
+        let entry = Entry::from_response(
+            self.keying,
+            ex.status,
+            self.content_type.as_deref(),
+            body,
+            created,
+        );
+        if let Some(entry) = entry {
+            plugin.cache.enqueue(PendingStore {
+                key,
+                value: entry.encode(),
+            });
+        }
+    }
+}

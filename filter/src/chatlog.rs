@@ -1,0 +1,382 @@
+//! Chat logs and usage metrics: glue between Envoy's phases and `core::{sse, answer, chatlog}`.
+//!
+//! Response side (owned here, reused by other features): SSE chunks are parsed incrementally as
+//! they pass — the filter returns `Continue`, so nothing is held back or changed — and non-stream
+//! JSON bodies are copied (bounded) and read at the end. [`Exchange::answer`] is filled once the
+//! response ends (or in `on_log` when the stream was cut), so token charging and cache store read
+//! the same parse.
+//!
+//! Request side: the body is needed only for the log record (messages, params). When another
+//! feature already parsed it into [`Exchange::body`] it is reused; otherwise its chunks are copied
+//! as they flow to the upstream (never held) and parsed at the end of the request.
+//!
+//! The record is written in `on_log` into filter state `wasm.llm_forward_log.<route>`; the rendered
+//! config has one file access logger per `openai` route that prints that key and only writes a line
+//! when it exists.
+
+use crate::exchange::Exchange;
+use crate::host;
+use crate::root::Plugin;
+use llm_forward_core::answer::{from_json_body, Answer, ApiKind, StreamExtractor};
+use llm_forward_core::chatlog::{self, api_for_path, metric_label, RecordInput};
+use llm_forward_core::config::{FilterRoute, RouteKind};
+use llm_forward_core::routing::route_path;
+use llm_forward_core::sse::{SseEvent, SseParser};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// Filter-state key prefix (after Envoy's `wasm.`) of the record; the route name follows.
+pub const LOG_PROPERTY: &str = "llm_forward_log";
+
+/// Extra room for JSON syntax around the text when a non-stream body is copied.
+const JSON_OVERHEAD: usize = 64 * 1024;
+
+/// How the response body is being read.
+enum Tap {
+    /// Not read (not a 2xx answer of a known API, or nothing needs it).
+    Off,
+    Sse(Box<SseTap>),
+    Json {
+        body: Vec<u8>,
+        cap: usize,
+        overflow: bool,
+    },
+    Done,
+}
+
+struct SseTap {
+    parser: SseParser,
+    extractor: StreamExtractor,
+    events: Vec<SseEvent>,
+}
+
+/// Per-request state of the feature.
+pub struct ChatLog {
+    api: ApiKind,
+    /// Write a record (logging.chat); otherwise only metrics.
+    write: bool,
+    messages: bool,
+    /// Request body chunks copied while they flow (None when not collecting).
+    request: Option<Vec<u8>>,
+    request_cap: usize,
+    request_truncated: bool,
+    tap: Tap,
+    max_answer: usize,
+    response_truncated: bool,
+}
+
+impl ChatLog {
+    /// Whether this request is one the feature handles: an `openai` route, a chat, completion or
+    /// embedding path, with logging or metrics on.
+    pub fn start(plugin: &Plugin, route: &FilterRoute, ex: &Exchange) -> Option<ChatLog> {
+        let logging = &plugin.config.logging;
+        if route.kind != RouteKind::Openai || !(logging.chat || logging.metrics) {
+            return None;
+        }
+        let api = ex
+            .api
+            .or_else(|| api_for_path(route_path(&route.prefix, &ex.path)))?;
+        Some(ChatLog {
+            api,
+            write: logging.chat,
+            messages: logging.messages_for(&route.name),
+            request: logging.chat.then(Vec::new),
+            request_cap: logging.max_request_bytes as usize,
+            request_truncated: false,
+            tap: Tap::Off,
+            max_answer: logging.max_answer_bytes as usize,
+            response_truncated: false,
+        })
+    }
+
+    /// A request body chunk passing through (the request is not held by anyone).
+    pub fn on_request_chunk(&mut self, ex: &mut Exchange, size: usize, end_of_stream: bool) {
+        if ex.body.is_some() {
+            self.request = None;
+        }
+        let Some(buf) = self.request.as_mut() else {
+            return;
+        };
+        if size > 0 {
+            if buf.len().saturating_add(size) > self.request_cap {
+                self.request = None;
+                self.request_truncated = true;
+                return;
+            }
+            if let Ok(Some(chunk)) = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size) {
+                buf.extend_from_slice(&chunk);
+            }
+        }
+        if end_of_stream {
+            if let Some(body) = self.request.take() {
+                self.parse_request(ex, &body);
+            }
+        }
+    }
+
+    /// The whole request body, read by the phase that held the request.
+    pub fn on_request_body(&mut self, ex: &mut Exchange, body: &[u8]) {
+        self.request = None;
+        if self.write && ex.body.is_none() {
+            self.parse_request(ex, body);
+        }
+    }
+
+    fn parse_request(&mut self, ex: &mut Exchange, body: &[u8]) {
+        if ex.body.is_some() {
+            return;
+        }
+        match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(value @ serde_json::Value::Object(_)) => {
+                if ex.model.is_none() {
+                    ex.model = value
+                        .get("model")
+                        .and_then(|m| m.as_str())
+                        .map(String::from);
+                }
+                if !ex.stream {
+                    ex.stream = value
+                        .get("stream")
+                        .and_then(|s| s.as_bool())
+                        .unwrap_or(false);
+                }
+                ex.body = Some(value);
+            }
+            _ => self.request_truncated = !body.is_empty(),
+        }
+    }
+
+    /// Response headers: decide how the body is read. Only 2xx answers are parsed.
+    pub fn on_response_headers(&mut self, ex: &mut Exchange) {
+        if ex.first_byte_ms.is_none() {
+            ex.first_byte_ms = Some(host::now_ms());
+        }
+        if !(200..300).contains(&ex.status) {
+            return;
+        }
+        let content_type = match ex.response_content_type.clone() {
+            Some(ct) => ct,
+            None => {
+                let ct = hostcalls::get_map_value(MapType::HttpResponseHeaders, "content-type")
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                ex.response_content_type = Some(ct.clone());
+                ct
+            }
+        };
+        self.tap = if content_type.contains("text/event-stream") {
+            // The parser buffers at most one line plus one pending event.
+            Tap::Sse(Box::new(SseTap {
+                parser: SseParser::new(self.max_answer.max(JSON_OVERHEAD)),
+                extractor: StreamExtractor::new(self.max_answer),
+                events: Vec::new(),
+            }))
+        } else {
+            Tap::Json {
+                body: Vec::new(),
+                cap: self.max_answer.saturating_add(JSON_OVERHEAD),
+                overflow: false,
+            }
+        };
+    }
+
+    /// A response body chunk passing through; at the end, [`Exchange::answer`] is set.
+    pub fn on_response_chunk(&mut self, ex: &mut Exchange, size: usize, end_of_stream: bool) {
+        if matches!(self.tap, Tap::Off | Tap::Done) {
+            return;
+        }
+        if size > 0 {
+            let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            match &mut self.tap {
+                Tap::Sse(sse) => {
+                    let SseTap {
+                        parser,
+                        extractor,
+                        events,
+                    } = sse.as_mut();
+                    parser.feed(&chunk, events);
+                    for ev in events.drain(..) {
+                        extractor.on_event(&ev);
+                    }
+                }
+                Tap::Json {
+                    body,
+                    cap,
+                    overflow,
+                } => {
+                    if *overflow || body.len().saturating_add(chunk.len()) > *cap {
+                        // Too big to parse within the cap: keep nothing.
+                        *overflow = true;
+                        *body = Vec::new();
+                    } else {
+                        body.extend_from_slice(&chunk);
+                    }
+                }
+                Tap::Off | Tap::Done => {}
+            }
+        }
+        if end_of_stream {
+            self.finish(ex);
+        }
+    }
+
+    /// Ends the response reading (also when the stream was cut) and stores the answer.
+    fn finish(&mut self, ex: &mut Exchange) {
+        match std::mem::replace(&mut self.tap, Tap::Done) {
+            Tap::Sse(sse) => {
+                let SseTap {
+                    mut parser,
+                    extractor,
+                    ..
+                } = *sse;
+                parser.finish();
+                let mut answer = extractor.into_answer();
+                answer.truncated |= parser.truncated();
+                ex.answer = Some(answer);
+            }
+            Tap::Json { body, overflow, .. } => {
+                if overflow {
+                    self.response_truncated = true;
+                } else {
+                    ex.answer = from_json_body(self.api, &body);
+                }
+            }
+            Tap::Off | Tap::Done => {}
+        }
+    }
+
+    /// The exchange is over: count usage and write the record.
+    pub fn on_log(&mut self, plugin: &Plugin, route: &FilterRoute, ex: &mut Exchange) {
+        self.finish(ex);
+        let model = ex
+            .model
+            .clone()
+            .or_else(|| ex.answer.as_ref().and_then(|a| a.model.clone()));
+        let level = ex.caller.as_ref().map(|c| c.level);
+        if plugin.config.logging.metrics {
+            plugin.usage.count(
+                &route.name,
+                model.as_deref(),
+                level.unwrap_or(0),
+                ex.answer.as_ref(),
+            );
+        }
+        if !self.write {
+            return;
+        }
+        let ip = ex.client_ip.map(|ip| ip.to_string()).or_else(source_ip);
+        let record = chatlog::build(RecordInput {
+            started_ms: ex.started_ms,
+            now_ms: host::now_ms(),
+            first_byte_ms: ex.first_byte_ms,
+            uid: new_uid(),
+            route: &route.name,
+            api: Some(self.api),
+            method: &ex.method,
+            path: route_path(&route.prefix, &ex.path),
+            ip,
+            key_name: ex.caller.as_ref().and_then(|c| c.key_name.as_deref()),
+            level,
+            model: ex.model.as_deref(),
+            stream: ex.body.is_none().then_some(ex.stream),
+            body: ex.body.as_ref(),
+            request_truncated: self.request_truncated,
+            answer: ex.answer.as_ref(),
+            response_truncated: self.response_truncated,
+            status: ex.status,
+            cache: ex.cache_status,
+            messages: self.messages,
+        });
+        match serde_json::to_vec(&record) {
+            Ok(line) => {
+                let key = format!("{LOG_PROPERTY}.{}", route.name);
+                if hostcalls::set_property(vec![key.as_str()], Some(&line)).is_err() {
+                    host::log(
+                        LogLevel::Warn,
+                        "llm-forward: could not store the log record",
+                    );
+                }
+            }
+            Err(e) => host::log(LogLevel::Warn, &format!("llm-forward: log record: {e}")),
+        }
+    }
+}
+
+/// The downstream address without port, from Envoy's `source.address` attribute.
+fn source_ip() -> Option<String> {
+    let bytes = hostcalls::get_property(vec!["source", "address"])
+        .ok()
+        .flatten()?;
+    let addr = String::from_utf8(bytes).ok()?;
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(sock) => Some(sock.ip().to_string()),
+        Err(_) => Some(addr),
+    }
+}
+
+/// 128 random bits from the host (WASI `random_get`); falls back to clock bits if that fails.
+fn new_uid() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        let t = host::now_ms().to_le_bytes();
+        bytes[..8].copy_from_slice(&t);
+    }
+    chatlog::hex(&bytes)
+}
+
+/// Distinct model labels kept per worker; later ones are counted as `other`.
+pub const MAX_MODEL_LABELS: usize = 1000;
+
+/// Requests and token counters per route × model × level, defined on first use:
+/// `llm_forward.usage.<route>.<model>.<level>.{requests,prompt_tokens,completion_tokens}_total`.
+#[derive(Debug, Default)]
+pub struct UsageMetrics {
+    counters: RefCell<HashMap<String, [Option<u32>; 3]>>,
+    models: RefCell<HashMap<String, ()>>,
+}
+
+impl UsageMetrics {
+    fn label(&self, model: Option<&str>) -> String {
+        let label = metric_label(model.unwrap_or(""));
+        let mut models = self.models.borrow_mut();
+        if models.contains_key(&label) {
+            return label;
+        }
+        if models.len() >= MAX_MODEL_LABELS {
+            return "other".into();
+        }
+        models.insert(label.clone(), ());
+        label
+    }
+
+    pub fn count(&self, route: &str, model: Option<&str>, level: u32, answer: Option<&Answer>) {
+        let key = format!("{route}.{}.{level}", self.label(model));
+        let mut counters = self.counters.borrow_mut();
+        let ids = counters.entry(key).or_insert_with_key(|key| {
+            ["requests", "prompt_tokens", "completion_tokens"].map(|what| {
+                hostcalls::define_metric(
+                    MetricType::Counter,
+                    &format!("llm_forward.usage.{key}.{what}_total"),
+                )
+                .ok()
+            })
+        });
+        let usage = answer.and_then(|a| a.usage.as_ref());
+        let values = [
+            1,
+            usage.map_or(0, |u| u.prompt_tokens),
+            usage.map_or(0, |u| u.completion_tokens),
+        ];
+        for (id, value) in ids.iter().zip(values) {
+            if let (Some(id), true) = (id, value > 0) {
+                let _ = hostcalls::increment_metric(*id, value as i64);
+            }
+        }
+    }
+}
