@@ -9,7 +9,8 @@ fn main() {
         return;
     }
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap_or_default());
-    let manifest_dir = std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
+    let manifest_dir =
+        std::path::PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default());
     let filter_manifest = manifest_dir.join("../filter/Cargo.toml");
     println!("cargo:rerun-if-changed=../filter/src");
     println!("cargo:rerun-if-changed=../core/src");
@@ -17,7 +18,13 @@ fn main() {
     // A separate target dir: the outer build holds the lock on the workspace's.
     let target_dir = out_dir.join("filter-target");
     let status = std::process::Command::new(cargo)
-        .args(["build", "--release", "--target", "wasm32-wasip1", "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip1",
+            "--manifest-path",
+        ])
         .arg(&filter_manifest)
         .arg("--target-dir")
         .arg(&target_dir)

@@ -40,9 +40,38 @@ pub struct KeysConfig {
     /// Keys clients use (OpenAI-Forward's `FORWARD_KEY_CONFIG`).
     pub forward: Vec<ForwardKeyConfig>,
     /// Models per level (OpenAI-Forward's `LEVEL_MODELS`); level 0 may use every model.
+    /// Keys may be numbers (`1:`) or numeric strings (`"1":`, as JSON writes them).
+    #[serde(deserialize_with = "de_levels")]
     pub levels: BTreeMap<u32, Vec<String>>,
     /// How long an upstream key answered with 401/403/429 is skipped by the rotation.
     pub cooldown_seconds: u32,
+}
+
+#[derive(Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(untagged)]
+enum LevelKey {
+    Number(u32),
+    Text(String),
+}
+
+fn de_levels<'de, D>(d: D) -> Result<BTreeMap<u32, Vec<String>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    let raw: BTreeMap<LevelKey, Vec<String>> = BTreeMap::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| {
+            let level = match k {
+                LevelKey::Number(n) => n,
+                LevelKey::Text(t) => t
+                    .trim()
+                    .parse()
+                    .map_err(|_| D::Error::custom(format!("`{t}` is not a level number")))?,
+            };
+            Ok((level, v))
+        })
+        .collect()
 }
 
 impl Default for KeysConfig {

@@ -416,7 +416,10 @@ pub struct FilterConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<crate::cache::FilterCache>,
     /// Request limits, token quotas and pacing, paths normalised.
-    #[serde(default, skip_serializing_if = "crate::limits::config::LimitsConfig::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "crate::limits::config::LimitsConfig::is_empty"
+    )]
     pub limits: crate::limits::config::LimitsConfig,
 }
 

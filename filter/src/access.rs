@@ -93,8 +93,13 @@ impl AccessState {
             let permitted = ip.is_some_and(|ip| rules.ip_permits(&ip));
             if !permitted {
                 bump(self.metrics.ip_denied);
-                let shown = ip.map(|i| i.to_string()).unwrap_or_else(|| "unknown".into());
-                log(LogLevel::Warn, &format!("llm-forward: client IP {shown} is not allowed"));
+                let shown = ip
+                    .map(|i| i.to_string())
+                    .unwrap_or_else(|| "unknown".into());
+                log(
+                    LogLevel::Warn,
+                    &format!("llm-forward: client IP {shown} is not allowed"),
+                );
                 return Step::Reply(LocalReply::new(
                     403,
                     "Your IP address is not allowed to use this gateway.",
@@ -175,7 +180,7 @@ impl AccessState {
     }
 
     /// A restricted caller sending a non-JSON body to a model-checked path cannot be checked:
-    /// refused instead of waved through. Called after `needs_body` said no.
+    /// refused instead of waved through.
     pub fn unreadable_body(&self, config: &FilterConfig, ex: &Exchange) -> Step {
         if self.body_path(config, ex)
             && self.restricted(ex)
@@ -207,7 +212,8 @@ impl AccessState {
 
     /// Body phase (whole body): parse once into `ex.body`, check the model, route it.
     pub fn on_request_body(&self, config: &FilterConfig, ex: &mut Exchange, bytes: &[u8]) -> Step {
-        if !self.body_path(config, ex) {
+        // Another feature may have held a multipart body; it is not ours to parse.
+        if !self.body_path(config, ex) || !is_json_content_type(ex.request_header("content-type")) {
             return Step::Continue;
         }
         let body = match parse_body(bytes) {

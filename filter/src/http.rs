@@ -134,7 +134,7 @@ impl HttpContext for RequestFilter {
         }
         self.cache = crate::cache::CacheRequest::start(&self.plugin, &ex);
         let needs_body = !end_of_stream && self.needs_body(&ex);
-        if step == Step::Continue && !end_of_stream && !needs_body {
+        if step == Step::Continue && !end_of_stream {
             step = self.plugin.access.unreadable_body(&self.plugin.config, &ex);
         }
         self.chatlog = self

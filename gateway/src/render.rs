@@ -391,7 +391,11 @@ pub fn bootstrap(config: &ValidConfig, options: &RenderOptions) -> Value {
     for r in &ordered {
         // Model routing: the filter sets the target header after reading the body; these routes
         // match it before the route's normal ones.
-        routes.extend(model_targets(config, r).iter().flat_map(model_target_routes));
+        routes.extend(
+            model_targets(config, r)
+                .iter()
+                .flat_map(model_target_routes),
+        );
         routes.extend(envoy_routes(r));
     }
     let mut clusters: Vec<Value> = config
@@ -482,7 +486,9 @@ fn http_connection_manager(
 /// plain Envoy, the baseline that benchmarks compare against.
 pub fn without_filter(bootstrap: &mut Value) {
     let filters = bootstrap
-        .pointer_mut("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters")
+        .pointer_mut(
+            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
+        )
         .and_then(|f| f.as_array_mut());
     if let Some(filters) = filters {
         filters.retain(|f| f["name"] != "envoy.filters.http.wasm");
@@ -540,9 +546,13 @@ mod tests {
         c.cache.port = 9123;
         let v = render(c.clone());
         let clusters = v["static_resources"]["clusters"].as_array().unwrap();
-        let cache = clusters.iter().find(|c| c["name"] == "llm_forward_cache").unwrap();
+        let cache = clusters
+            .iter()
+            .find(|c| c["name"] == "llm_forward_cache")
+            .unwrap();
         assert_eq!(
-            cache["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"],
+            cache["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+                ["socket_address"]["port_value"],
             9123
         );
         c.cache.openai = false;

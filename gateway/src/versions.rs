@@ -56,7 +56,10 @@ pub fn parse_envoy_version(output: &str) -> Option<String> {
 }
 
 pub fn envoy_version(envoy: &Path) -> Option<String> {
-    let out = std::process::Command::new(envoy).arg("--version").output().ok()?;
+    let out = std::process::Command::new(envoy)
+        .arg("--version")
+        .output()
+        .ok()?;
     parse_envoy_version(&String::from_utf8_lossy(&out.stdout))
 }
 
@@ -74,7 +77,11 @@ mod tests {
         assert_eq!(wasm_custom_section(&m, "v").unwrap(), b"1.2.3");
         assert_eq!(wasm_custom_section(&m, "other"), None);
         assert_eq!(wasm_custom_section(b"not wasm", "v"), None);
-        assert_eq!(wasm_custom_section(&m[..10], "v"), None, "truncated modules are not an error");
+        assert_eq!(
+            wasm_custom_section(&m[..10], "v"),
+            None,
+            "truncated modules are not an error"
+        );
     }
 
     #[test]

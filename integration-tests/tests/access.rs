@@ -44,7 +44,9 @@ fn keyed_config(base_url: &str) -> Config {
         fwd("alice", "fk-alice", 1),
         fwd("bob", "fk-bob", 2),
     ];
-    c.keys.levels.insert(1, vec!["gpt-4o-mini".into(), "gpt-3.5*".into()]);
+    c.keys
+        .levels
+        .insert(1, vec!["gpt-4o-mini".into(), "gpt-3.5*".into()]);
     c.keys.levels.insert(2, vec!["gpt-4o".into()]);
     c
 }
@@ -73,7 +75,10 @@ fn assert_no_leak(gw: &Gateway, keys: &[&str]) {
     ];
     for (what, text) in sources {
         for k in keys {
-            assert!(!text.contains(k), "{what} contains an upstream key:\n{text}");
+            assert!(
+                !text.contains(k),
+                "{what} contains an upstream key:\n{text}"
+            );
         }
     }
 }
@@ -119,13 +124,32 @@ fn model_permission_follows_the_level() {
     assert_eq!(resp.status(), 403);
     let (_, code) = openai_error(&resp.bytes().unwrap());
     assert_eq!(code, "model_not_allowed");
-    assert_eq!(upstream.request_count(), 0, "a denied model never goes upstream");
+    assert_eq!(
+        upstream.request_count(),
+        0,
+        "a denied model never goes upstream"
+    );
 
-    assert_eq!(post_chat(&gw, Some("fk-alice"), &chat("gpt-4o-mini")).status(), 200);
-    assert_eq!(post_chat(&gw, Some("fk-alice"), &chat("gpt-3.5-turbo")).status(), 200);
-    assert_eq!(post_chat(&gw, Some("fk-bob"), &chat("gpt-4o")).status(), 200);
-    assert_eq!(post_chat(&gw, Some("fk-bob"), &chat("gpt-4o-mini")).status(), 403);
-    assert_eq!(post_chat(&gw, Some("fk-admin"), &chat("o3-anything")).status(), 200);
+    assert_eq!(
+        post_chat(&gw, Some("fk-alice"), &chat("gpt-4o-mini")).status(),
+        200
+    );
+    assert_eq!(
+        post_chat(&gw, Some("fk-alice"), &chat("gpt-3.5-turbo")).status(),
+        200
+    );
+    assert_eq!(
+        post_chat(&gw, Some("fk-bob"), &chat("gpt-4o")).status(),
+        200
+    );
+    assert_eq!(
+        post_chat(&gw, Some("fk-bob"), &chat("gpt-4o-mini")).status(),
+        403
+    );
+    assert_eq!(
+        post_chat(&gw, Some("fk-admin"), &chat("o3-anything")).status(),
+        200
+    );
     // Embeddings and completions are checked too; other paths are not.
     let resp = client()
         .post(gw.url("/v1/embeddings"))
@@ -164,7 +188,10 @@ fn unknown_or_missing_key_is_401_and_the_upstream_never_sees_it() {
         let resp = post_chat(&gw, key, &chat("gpt-4o-mini"));
         assert_eq!(resp.status(), 401, "key {key:?}");
         let (kind, code) = openai_error(&resp.bytes().unwrap());
-        assert_eq!((kind.as_str(), code.as_str()), ("invalid_request_error", "invalid_api_key"));
+        assert_eq!(
+            (kind.as_str(), code.as_str()),
+            ("invalid_request_error", "invalid_api_key")
+        );
     }
     // `Token fk-alice` is not a Bearer token (OpenAI-Forward accepted any 7-character scheme).
     let resp = client()
@@ -175,7 +202,10 @@ fn unknown_or_missing_key_is_401_and_the_upstream_never_sees_it() {
         .unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(upstream.request_count(), 0);
-    assert_eq!(gw.stat("wasmcustom.llm_forward.local_reply.401.total"), Some(4));
+    assert_eq!(
+        gw.stat("wasmcustom.llm_forward.local_reply.401.total"),
+        Some(4)
+    );
 
     // pass_through_unknown_keys: the client's own key goes upstream unchanged; forward keys still swap.
     let resp = client()
@@ -185,7 +215,10 @@ fn unknown_or_missing_key_is_401_and_the_upstream_never_sees_it() {
         .send()
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(own.requests()[0].header("authorization"), Some("Bearer sk-clients-own"));
+    assert_eq!(
+        own.requests()[0].header("authorization"),
+        Some("Bearer sk-clients-own")
+    );
     let resp = client()
         .post(gw.url("/own/v1/chat/completions"))
         .bearer_auth("fk-alice")
@@ -205,7 +238,10 @@ fn without_forward_keys_requests_pass_unchanged_and_forward_keys_alone_are_strip
     let gw = Gateway::start(config_for(&upstream.base_url()));
     let resp = post_chat(&gw, Some("sk-whatever"), &chat("gpt-4o"));
     assert_eq!(resp.status(), 200);
-    assert_eq!(upstream.requests()[0].header("authorization"), Some("Bearer sk-whatever"));
+    assert_eq!(
+        upstream.requests()[0].header("authorization"),
+        Some("Bearer sk-whatever")
+    );
     drop(gw);
 
     // Forward keys without upstream keys authenticate clients; the upstream gets no key at all.
@@ -213,9 +249,15 @@ fn without_forward_keys_requests_pass_unchanged_and_forward_keys_alone_are_strip
     let mut c = config_for(&upstream.base_url());
     c.keys.forward = vec![fwd("alice", "fk-alice", 0)];
     let gw = Gateway::start(c);
-    assert_eq!(post_chat(&gw, Some("fk-alice"), &chat("llama3")).status(), 200);
+    assert_eq!(
+        post_chat(&gw, Some("fk-alice"), &chat("llama3")).status(),
+        200
+    );
     assert_eq!(upstream.requests()[0].header("authorization"), None);
-    assert_eq!(post_chat(&gw, Some("fk-bob"), &chat("llama3")).status(), 401);
+    assert_eq!(
+        post_chat(&gw, Some("fk-bob"), &chat("llama3")).status(),
+        401
+    );
 }
 
 #[test]
@@ -250,7 +292,10 @@ fn general_routes_swap_keys_in_their_header_or_query_parameter() {
     let seen = &gemini.requests()[0];
     // The pool of level 1 on this route: sk-a, sk-b and the Gemini key, rotating.
     let key = seen.header("x-goog-api-key").unwrap().to_string();
-    assert!(key == SK_A || key == SK_B || key == "AIza-gemini-secret-key", "{key}");
+    assert!(
+        key == SK_A || key == SK_B || key == "AIza-gemini-secret-key",
+        "{key}"
+    );
     assert_eq!(seen.header("authorization"), None);
 
     // Query parameter: the forward key is replaced, the other parameters stay.
@@ -261,7 +306,10 @@ fn general_routes_swap_keys_in_their_header_or_query_parameter() {
             .unwrap();
         assert_eq!(resp.status(), 200);
     }
-    let paths: Vec<String> = gemini.requests()[1..].iter().map(|r| r.path.clone()).collect();
+    let paths: Vec<String> = gemini.requests()[1..]
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
     // Level 2 on /gemini-q: sk-c and the Gemini key, alternating.
     assert_eq!(
         paths,
@@ -292,7 +340,10 @@ fn general_routes_swap_keys_in_their_header_or_query_parameter() {
         assert!(k == SK_A || k == SK_B, "{k}");
     }
     let log = gw.access_log();
-    assert!(!log.contains("key="), "query strings stay out of the access log:\n{log}");
+    assert!(
+        !log.contains("key="),
+        "query strings stay out of the access log:\n{log}"
+    );
     assert_no_leak(&gw, &[SK_A, SK_B, SK_C, "AIza-gemini-secret-key"]);
 }
 
@@ -301,7 +352,10 @@ fn model_routing_sends_qwen_to_the_second_upstream_with_rename() {
     let openai = mock();
     let local = mock();
     let mut c = keyed_config(&openai.base_url());
-    c.keys.levels.insert(1, vec!["gpt-4o-mini".into(), "qwen*".into(), "gpt-3.5*".into()]);
+    c.keys.levels.insert(
+        1,
+        vec!["gpt-4o-mini".into(), "qwen*".into(), "gpt-3.5*".into()],
+    );
     c.routes[0].models = vec![
         ModelTargetConfig {
             pattern: "qwen*".into(),
@@ -321,13 +375,20 @@ fn model_routing_sends_qwen_to_the_second_upstream_with_rename() {
     ];
     let gw = Gateway::start(c);
 
-    assert_eq!(post_chat(&gw, Some("fk-alice"), &chat("qwen-7b")).status(), 200);
+    assert_eq!(
+        post_chat(&gw, Some("fk-alice"), &chat("qwen-7b")).status(),
+        200
+    );
     assert_eq!(local.request_count(), 1);
     assert_eq!(openai.request_count(), 0);
     let seen = &local.requests()[0];
     assert_eq!(seen.path, "/v1-local/v1/chat/completions");
     assert_eq!(seen.json().unwrap()["model"], "qwen-7b");
-    assert_eq!(seen.header("x-llm-forward-target"), None, "routing header removed");
+    assert_eq!(
+        seen.header("x-llm-forward-target"),
+        None,
+        "routing header removed"
+    );
 
     // Unmatched models take the route's own upstream; a client cannot pick a target itself.
     let resp = client()
@@ -344,17 +405,28 @@ fn model_routing_sends_qwen_to_the_second_upstream_with_rename() {
     // Rename to a shorter and to a longer name, each followed by a request on the same connection:
     // a stale content-length would hang the first or spill into the second.
     let mut conn = RawConnection::connect(gw.addr());
-    for (model, renamed) in [("gpt-3.5-turbo", "qwen2:7b"), ("qwen-long", "qwen2.5:72b-instruct-q4_K_M-long-name")] {
+    for (model, renamed) in [
+        ("gpt-3.5-turbo", "qwen2:7b"),
+        ("qwen-long", "qwen2.5:72b-instruct-q4_K_M-long-name"),
+    ] {
         let body = serde_json::to_vec(&chat(model)).unwrap();
         let resp = conn.request(
             "POST",
             "/v1/chat/completions",
-            &[("authorization", "Bearer fk-alice"), ("content-type", "application/json")],
+            &[
+                ("authorization", "Bearer fk-alice"),
+                ("content-type", "application/json"),
+            ],
             &body,
         );
         assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
         let seen = local.requests().last().cloned().unwrap();
-        let sent = seen.json().unwrap_or_else(|| panic!("not JSON upstream: {:?}", String::from_utf8_lossy(&seen.body)));
+        let sent = seen.json().unwrap_or_else(|| {
+            panic!(
+                "not JSON upstream: {:?}",
+                String::from_utf8_lossy(&seen.body)
+            )
+        });
         assert_eq!(sent["model"], renamed);
         assert_eq!(sent["messages"][0]["content"], "hi");
         let expected_len = serde_json::to_vec(&sent).unwrap().len();
@@ -362,14 +434,22 @@ fn model_routing_sends_qwen_to_the_second_upstream_with_rename() {
         if let Some(cl) = seen.header("content-length") {
             assert_eq!(cl, expected_len.to_string());
         }
-        let resp = conn.request("GET", "/v1/models", &[("authorization", "Bearer fk-alice")], b"");
+        let resp = conn.request(
+            "GET",
+            "/v1/models",
+            &[("authorization", "Bearer fk-alice")],
+            b"",
+        );
         assert_eq!(resp.status, 200);
     }
     assert_eq!(openai.requests().last().unwrap().path, "/v1/models");
     assert_eq!(openai.requests().last().unwrap().method, "GET");
     assert_eq!(local.request_count(), 3);
     // Model permission is checked on the client's model name, before routing.
-    assert_eq!(post_chat(&gw, Some("fk-bob"), &chat("qwen-7b")).status(), 403);
+    assert_eq!(
+        post_chat(&gw, Some("fk-bob"), &chat("qwen-7b")).status(),
+        403
+    );
     assert_eq!(local.request_count(), 3);
     assert_no_leak(&gw, &[SK_A, SK_B, SK_C]);
 }
@@ -383,7 +463,10 @@ fn a_key_answered_429_cools_down_and_is_skipped() {
     let first = post_chat(&gw, Some("fk-alice"), &chat("gpt-4o-mini"));
     assert_eq!(first.status(), 429, "the upstream's answer passes through");
     for _ in 0..4 {
-        assert_eq!(post_chat(&gw, Some("fk-alice"), &chat("gpt-4o-mini")).status(), 200);
+        assert_eq!(
+            post_chat(&gw, Some("fk-alice"), &chat("gpt-4o-mini")).status(),
+            200
+        );
     }
     let seen: Vec<String> = upstream
         .requests()
@@ -392,7 +475,11 @@ fn a_key_answered_429_cools_down_and_is_skipped() {
         .collect();
     let b = format!("Bearer {SK_B}");
     assert_eq!(seen[0], format!("Bearer {SK_A}"));
-    assert_eq!(seen[1..], [b.clone(), b.clone(), b.clone(), b], "sk-a is cooling");
+    assert_eq!(
+        seen[1..],
+        [b.clone(), b.clone(), b.clone(), b],
+        "sk-a is cooling"
+    );
     assert_eq!(
         gw.stat("wasmcustom.llm_forward.upstream_key_cooldowns_total"),
         Some(1)
@@ -410,11 +497,20 @@ fn when_every_key_cools_the_least_recently_failed_is_used() {
     let gw = Gateway::start(c);
     upstream.fail_key(&format!("Bearer {SK_A}"), 401, 1);
     upstream.fail_key(&format!("Bearer {SK_B}"), 403, 1);
-    assert_eq!(post_chat(&gw, Some("fk-alice"), &chat("gpt-4o-mini")).status(), 401);
+    assert_eq!(
+        post_chat(&gw, Some("fk-alice"), &chat("gpt-4o-mini")).status(),
+        401
+    );
     std::thread::sleep(std::time::Duration::from_millis(20));
-    assert_eq!(post_chat(&gw, Some("fk-alice"), &chat("gpt-4o-mini")).status(), 403);
+    assert_eq!(
+        post_chat(&gw, Some("fk-alice"), &chat("gpt-4o-mini")).status(),
+        403
+    );
     for _ in 0..2 {
-        assert_eq!(post_chat(&gw, Some("fk-alice"), &chat("gpt-4o-mini")).status(), 200);
+        assert_eq!(
+            post_chat(&gw, Some("fk-alice"), &chat("gpt-4o-mini")).status(),
+            200
+        );
     }
     let seen: Vec<String> = upstream
         .requests()
@@ -422,7 +518,10 @@ fn when_every_key_cools_the_least_recently_failed_is_used() {
         .map(|r| r.header("authorization").unwrap_or("").to_string())
         .collect();
     let a = format!("Bearer {SK_A}");
-    assert_eq!(seen, vec![a.clone(), format!("Bearer {SK_B}"), a.clone(), a]);
+    assert_eq!(
+        seen,
+        vec![a.clone(), format!("Bearer {SK_B}"), a.clone(), a]
+    );
     assert_eq!(
         gw.stat("wasmcustom.llm_forward.upstream_key_cooldowns_total"),
         Some(2)
@@ -436,18 +535,26 @@ fn x_forwarded_for_does_not_bypass_a_deny_list_at_zero_trusted_hops() {
     c.ip.deny = vec!["127.0.0.0/8".into()];
     let gw = Gateway::start(c);
     for xff in [None, Some("1.2.3.4"), Some("1.2.3.4, 5.6.7.8")] {
-        let mut req = client().post(gw.url("/v1/chat/completions")).json(&chat("gpt-4o"));
+        let mut req = client()
+            .post(gw.url("/v1/chat/completions"))
+            .json(&chat("gpt-4o"));
         if let Some(x) = xff {
             req = req.header("x-forwarded-for", x);
         }
         let resp = req.send().unwrap();
         assert_eq!(resp.status(), 403, "xff {xff:?}");
         let (kind, code) = openai_error(&resp.bytes().unwrap());
-        assert_eq!((kind.as_str(), code.as_str()), ("permission_error", "ip_not_allowed"));
+        assert_eq!(
+            (kind.as_str(), code.as_str()),
+            ("permission_error", "ip_not_allowed")
+        );
     }
     assert_eq!(upstream.request_count(), 0);
     // /healthz is exempt.
-    assert_eq!(client().get(gw.url("/healthz")).send().unwrap().status(), 200);
+    assert_eq!(
+        client().get(gw.url("/healthz")).send().unwrap().status(),
+        200
+    );
     drop(gw);
 
     // An allow list is not satisfied by a spoofed XFF either.
@@ -460,7 +567,10 @@ fn x_forwarded_for_does_not_bypass_a_deny_list_at_zero_trusted_hops() {
         .send()
         .unwrap();
     assert_eq!(resp.status(), 403);
-    assert_eq!(gw.stat("wasmcustom.llm_forward.access.ip_denied_total"), Some(1));
+    assert_eq!(
+        gw.stat("wasmcustom.llm_forward.access.ip_denied_total"),
+        Some(1)
+    );
 }
 
 #[test]
@@ -526,7 +636,8 @@ fn malformed_json_is_400_and_multipart_is_never_buffered() {
     // A multipart body larger than the buffer limit streams through for an unrestricted key (it
     // would get 413 if the filter held it), and a JSON body of that size is held and refused.
     let big = "x".repeat(200 * 1024);
-    let multipart = format!("--b\r\ncontent-disposition: form-data; name=\"file\"\r\n\r\n{big}\r\n--b--\r\n");
+    let multipart =
+        format!("--b\r\ncontent-disposition: form-data; name=\"file\"\r\n\r\n{big}\r\n--b--\r\n");
     let resp = client()
         .post(gw.url("/v1/chat/completions"))
         .bearer_auth("fk-admin")
@@ -544,7 +655,11 @@ fn malformed_json_is_400_and_multipart_is_never_buffered() {
         .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": big}]}))
         .send()
         .unwrap();
-    assert_eq!(resp.status(), 413, "a JSON body on a checked path is buffered");
+    assert_eq!(
+        resp.status(),
+        413,
+        "a JSON body on a checked path is buffered"
+    );
     // A restricted key cannot dodge the model check with a non-JSON content type.
     let resp = client()
         .post(gw.url("/v1/chat/completions"))
@@ -578,19 +693,32 @@ fn env_secrets_are_passed_by_envoy_and_never_rendered() {
         .output()
         .unwrap();
     let rendered = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!rendered.contains(secret), "{rendered}");
     assert!(!rendered.contains("fk-from-env"), "{rendered}");
-    assert!(rendered.contains("${LLMF_IT_ACCESS_UPSTREAM_KEY}"), "{rendered}");
+    assert!(
+        rendered.contains("${LLMF_IT_ACCESS_UPSTREAM_KEY}"),
+        "{rendered}"
+    );
     assert!(rendered.contains("host_env_keys"), "{rendered}");
 
     let gw = Gateway::start(c);
-    assert_eq!(post_chat(&gw, Some("fk-from-env"), &chat("gpt-4o")).status(), 200);
+    assert_eq!(
+        post_chat(&gw, Some("fk-from-env"), &chat("gpt-4o")).status(),
+        200
+    );
     assert_eq!(
         upstream.requests()[0].header("authorization"),
         Some(format!("Bearer {secret}").as_str())
     );
-    assert_eq!(post_chat(&gw, Some("${LLMF_IT_ACCESS_FORWARD_KEY}"), &chat("gpt-4o")).status(), 401);
+    assert_eq!(
+        post_chat(&gw, Some("${LLMF_IT_ACCESS_FORWARD_KEY}"), &chat("gpt-4o")).status(),
+        401
+    );
     assert_no_leak(&gw, &[secret]);
 }
 
@@ -626,7 +754,11 @@ fn file_secrets_reach_envoy_through_run_and_the_banner_counts_keys() {
     let url = format!("http://127.0.0.1:{}/v1/chat/completions", c.server.port);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let status = loop {
-        let r = client().post(&url).bearer_auth("fk-alice").json(&chat("gpt-4o")).send();
+        let r = client()
+            .post(&url)
+            .bearer_auth("fk-alice")
+            .json(&chat("gpt-4o"))
+            .send();
         match r {
             Ok(resp) => break resp.status(),
             Err(_) if std::time::Instant::now() < deadline => {
@@ -634,11 +766,16 @@ fn file_secrets_reach_envoy_through_run_and_the_banner_counts_keys() {
             }
             Err(e) => {
                 let _ = child.kill();
-                panic!("gateway did not start: {e}\n{}", std::fs::read_to_string(dir.0.join("run.out")).unwrap_or_default());
+                panic!(
+                    "gateway did not start: {e}\n{}",
+                    std::fs::read_to_string(dir.0.join("run.out")).unwrap_or_default()
+                );
             }
         }
     };
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
     let out = std::fs::read_to_string(dir.0.join("run.out")).unwrap_or_default();
     assert_eq!(status, 200, "{out}");

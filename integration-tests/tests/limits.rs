@@ -49,7 +49,9 @@ fn chat(gw: &Gateway, headers: &[(&str, &str)]) -> reqwest::blocking::Response {
 }
 
 fn statuses(gw: &Gateway, n: usize, headers: &[(&str, &str)]) -> Vec<u16> {
-    (0..n).map(|_| chat(gw, headers).status().as_u16()).collect()
+    (0..n)
+        .map(|_| chat(gw, headers).status().as_u16())
+        .collect()
 }
 
 fn now_ms() -> u64 {
@@ -107,9 +109,19 @@ fn exactly_n_of_64_parallel_clients_pass() {
     let ok = results.iter().filter(|s| **s == 200).count();
     let limited = results.iter().filter(|s| **s == 429).count();
     assert_eq!((ok, limited), (10, 54), "{results:?}");
-    assert_eq!(up.request_count(), 10, "limited requests never reach the upstream");
-    assert_eq!(gw.stat("wasmcustom.llm_forward.limited.root.requests"), Some(54));
-    assert_eq!(gw.stat("wasmcustom.llm_forward.limit_cas_exhausted_total"), Some(0));
+    assert_eq!(
+        up.request_count(),
+        10,
+        "limited requests never reach the upstream"
+    );
+    assert_eq!(
+        gw.stat("wasmcustom.llm_forward.limited.root.requests"),
+        Some(54)
+    );
+    assert_eq!(
+        gw.stat("wasmcustom.llm_forward.limit_cas_exhausted_total"),
+        Some(0)
+    );
 }
 
 #[test]
@@ -127,7 +139,10 @@ fn buckets_are_separate_per_key_and_per_ip() {
     );
     c.server.xff_num_trusted_hops = 1;
     let gw = Gateway::start(c);
-    assert_eq!(statuses(&gw, 3, &[("authorization", "Bearer sk-a")]), [200, 200, 429]);
+    assert_eq!(
+        statuses(&gw, 3, &[("authorization", "Bearer sk-a")]),
+        [200, 200, 429]
+    );
     assert_eq!(statuses(&gw, 1, &[("authorization", "Bearer sk-b")]), [200]);
     // Anonymous callers share one bucket of their own.
     assert_eq!(statuses(&gw, 3, &[]), [200, 200, 429]);
@@ -167,14 +182,20 @@ fn every_rate_of_a_limit_is_enforced() {
     let first = statuses(&gw, 4, &[]);
     assert_eq!(first, [200, 200, 200, 429]);
     let body: serde_json::Value = chat(&gw, &[]).json().unwrap();
-    assert_eq!(body["error"]["message"], "Rate limit exceeded: 3 per 1 second");
+    assert_eq!(
+        body["error"]["message"],
+        "Rate limit exceeded: 3 per 1 second"
+    );
     next_window(1_000);
     let second = statuses(&gw, 3, &[]);
     assert_eq!(second, [200, 200, 429], "the minute's 5 are used up");
     let resp = chat(&gw, &[]);
     assert_eq!(resp.headers()["x-ratelimit-limit-requests"], "5");
     let body: serde_json::Value = resp.json().unwrap();
-    assert_eq!(body["error"]["message"], "Rate limit exceeded: 5 per 1 minute");
+    assert_eq!(
+        body["error"]["message"],
+        "Rate limit exceeded: 5 per 1 minute"
+    );
 }
 
 #[test]
@@ -192,10 +213,16 @@ fn an_unlimited_path_never_disables_other_limits() {
         },
     ));
     for _ in 0..3 {
-        assert_eq!(client().get(gw.url("/v1/models")).send().unwrap().status(), 200);
+        assert_eq!(
+            client().get(gw.url("/v1/models")).send().unwrap().status(),
+            200
+        );
     }
     assert_eq!(statuses(&gw, 3, &[]), [200, 200, 429]);
-    assert_eq!(client().get(gw.url("/v1/models")).send().unwrap().status(), 200);
+    assert_eq!(
+        client().get(gw.url("/v1/models")).send().unwrap().status(),
+        200
+    );
     assert_eq!(statuses(&gw, 2, &[]), [429, 429]);
 }
 
@@ -315,7 +342,10 @@ fn the_429_is_openai_shaped_with_rate_limit_headers() {
     assert_eq!(first.status(), 200);
     assert_eq!(first.headers()["x-ratelimit-limit-requests"], "2");
     assert_eq!(first.headers()["x-ratelimit-remaining-requests"], "1");
-    let reset = first.headers()["x-ratelimit-reset-requests"].to_str().unwrap().to_string();
+    let reset = first.headers()["x-ratelimit-reset-requests"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(reset.ends_with('s') && reset.contains('m'), "{reset}");
     let second = chat(&gw, &[]);
     assert_eq!(second.headers()["x-ratelimit-remaining-requests"], "0");
@@ -329,7 +359,10 @@ fn the_429_is_openai_shaped_with_rate_limit_headers() {
     let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
     let into_hour = now_ms() % 3_600_000;
     let left = (3_600_000 - into_hour).div_ceil(1000);
-    assert!(retry <= left + 1 && retry + 5 >= left, "retry-after {retry}, window ends in {left}s");
+    assert!(
+        retry <= left + 1 && retry + 5 >= left,
+        "retry-after {retry}, window ends in {left}s"
+    );
     let reset = h["x-ratelimit-reset-requests"].to_str().unwrap();
     assert!(reset.ends_with('s'), "{reset}");
     let body: serde_json::Value = resp.json().unwrap();
@@ -368,8 +401,14 @@ fn a_token_quota_blocks_after_a_large_answer_and_reopens_next_window() {
     assert!(blocked.headers().contains_key("retry-after"));
     assert_eq!(blocked.headers()["x-ratelimit-remaining-tokens"], "0");
     let (kind, code) = openai_error(&blocked.bytes().unwrap());
-    assert_eq!((kind.as_str(), code.as_str()), ("tokens", "rate_limit_exceeded"));
-    assert_eq!(gw.stat("wasmcustom.llm_forward.limited.root.tokens"), Some(1));
+    assert_eq!(
+        (kind.as_str(), code.as_str()),
+        ("tokens", "rate_limit_exceeded")
+    );
+    assert_eq!(
+        gw.stat("wasmcustom.llm_forward.limited.root.tokens"),
+        Some(1)
+    );
     next_window(4_000);
     let again = chat(&gw, &[]);
     assert_eq!(again.status(), 200);
@@ -387,7 +426,8 @@ fn a_streamed_answer_is_charged_and_the_client_sees_no_injected_usage() {
             ..LimitsConfig::default()
         },
     ));
-    let stream_body = json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let stream_body =
+        json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
     let resp = client()
         .post(gw.url(CHAT))
         .header("x-mock-completion-tokens", "2000")
@@ -397,14 +437,21 @@ fn a_streamed_answer_is_charged_and_the_client_sees_no_injected_usage() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let text = resp.text().unwrap();
-    assert!(!text.contains("usage"), "the client did not ask for usage:\n{text}");
-    assert!(text.contains("tok4") && text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert!(
+        !text.contains("usage"),
+        "the client did not ask for usage:\n{text}"
+    );
+    assert!(
+        text.contains("tok4") && text.trim_end().ends_with("data: [DONE]"),
+        "{text}"
+    );
     // The upstream was asked for usage, with a correct content-length.
     let seen = &up.requests()[0];
     let sent = seen.json().unwrap();
     assert_eq!(sent["stream_options"]["include_usage"], true);
     assert_eq!(
-        seen.header("content-length").map(|v| v.parse::<usize>().unwrap()),
+        seen.header("content-length")
+            .map(|v| v.parse::<usize>().unwrap()),
         Some(seen.body.len())
     );
     // 2010 tokens were charged: the next request is refused.
@@ -443,19 +490,17 @@ fn a_rewritten_body_keeps_the_connection_sound() {
     let mut conn = RawConnection::connect(gw.addr());
     let body = br#"{"model":"gpt-4o","stream":true,"messages":[]}"#;
     for _ in 0..3 {
-        let r = conn.request(
-            "POST",
-            CHAT,
-            &[("content-type", "application/json")],
-            body,
-        );
+        let r = conn.request("POST", CHAT, &[("content-type", "application/json")], body);
         assert_eq!(r.status, 200);
         let text = String::from_utf8_lossy(&r.body).to_string();
         assert!(text.contains("[DONE]") && !text.contains("usage"), "{text}");
     }
     assert_eq!(up.request_count(), 3);
     for seen in up.requests() {
-        assert_eq!(seen.json().unwrap()["stream_options"]["include_usage"], true);
+        assert_eq!(
+            seen.json().unwrap()["stream_options"]["include_usage"],
+            true
+        );
     }
 }
 
@@ -498,11 +543,24 @@ fn pacing_spaces_streamed_events_and_leaves_other_routes_alone() {
     assert_eq!(fast.status, 200);
     assert_eq!(paced.status, 200);
     assert_eq!(paced.body, fast.body, "pacing changes timing, never bytes");
-    assert!(fast_took < Duration::from_millis(500), "unpaced took {fast_took:?}");
-    assert!(paced_took >= Duration::from_millis(1_900), "paced took {paced_took:?}");
-    assert!(paced_took < Duration::from_secs(4), "paced took {paced_took:?}");
+    assert!(
+        fast_took < Duration::from_millis(500),
+        "unpaced took {fast_took:?}"
+    );
+    assert!(
+        paced_took >= Duration::from_millis(1_900),
+        "paced took {paced_took:?}"
+    );
+    assert!(
+        paced_took < Duration::from_secs(4),
+        "paced took {paced_took:?}"
+    );
     // TTFT of the unpaced route is not affected by pacing elsewhere.
-    assert!(fast.chunk_times[0] < Duration::from_millis(200), "{:?}", fast.chunk_times);
+    assert!(
+        fast.chunk_times[0] < Duration::from_millis(200),
+        "{:?}",
+        fast.chunk_times
+    );
 
     // An upstream slower than the rate streams chunk by chunk, spaced at least 100 ms apart.
     let (slow, took) = run(CHAT, "60");
@@ -511,7 +569,10 @@ fn pacing_spaces_streamed_events_and_leaves_other_routes_alone() {
     eprintln!("paced fast upstream: {:?}", paced.chunk_times);
     eprintln!("paced slow upstream: {times:?}");
     assert!(times.len() >= 10, "events arrive one by one: {times:?}");
-    let gaps: Vec<u128> = times.windows(2).map(|w| (w[1] - w[0]).as_millis()).collect();
+    let gaps: Vec<u128> = times
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_millis())
+        .collect();
     let early = gaps.iter().filter(|g| **g < 80).count();
     assert!(took >= Duration::from_millis(1_900), "took {took:?}");
     assert!(early <= 2, "events closer than the rate: {gaps:?}");
@@ -540,7 +601,12 @@ fn bench_limits_on_vs_off() {
             "request limit",
             LimitsConfig {
                 strategy: Strategy::SlidingWindow,
-                requests: vec![rule(CHAT, "1000000000/minute;1000000000/hour", Per::Key, None)],
+                requests: vec![rule(
+                    CHAT,
+                    "1000000000/minute;1000000000/hour",
+                    Per::Key,
+                    None,
+                )],
                 ..LimitsConfig::default()
             },
         ),
@@ -548,20 +614,25 @@ fn bench_limits_on_vs_off() {
             "request limit + token quota",
             LimitsConfig {
                 strategy: Strategy::SlidingWindow,
-                requests: vec![rule(CHAT, "1000000000/minute;1000000000/hour", Per::Key, None)],
+                requests: vec![rule(
+                    CHAT,
+                    "1000000000/minute;1000000000/hour",
+                    Per::Key,
+                    None,
+                )],
                 tokens: vec![rule(CHAT, "1000000000000/day", Per::Key, None)],
                 ..LimitsConfig::default()
             },
         ),
     ];
     let mut results: Vec<(String, f64)> = Vec::new();
-    for round in 0..2 {
+    for round in 0..3 {
         for (name, limits) in &variants {
             let mut c = with_limits(&up, limits.clone());
             c.server.concurrency = 1;
             let gw = Gateway::start(c);
             let out = std::process::Command::new("wrk")
-                .args(["-t2", "-c16", "-d8s", "-s"])
+                .args(["-t2", "-c16", "-d6s", "-s"])
                 .arg(&script)
                 .arg(gw.url(CHAT))
                 .output()
@@ -578,11 +649,19 @@ fn bench_limits_on_vs_off() {
         }
     }
     let avg = |name: &str| {
-        let v: Vec<f64> = results.iter().filter(|(n, _)| n == name).map(|(_, r)| *r).collect();
+        let v: Vec<f64> = results
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, r)| *r)
+            .collect();
         v.iter().sum::<f64>() / v.len() as f64
     };
     let off = avg("off");
     for (name, _) in &variants {
-        eprintln!("{name}: {:.0} req/s, ratio to off {:.3}", avg(name), avg(name) / off);
+        eprintln!(
+            "{name}: {:.0} req/s, ratio to off {:.3}",
+            avg(name),
+            avg(name) / off
+        );
     }
 }

@@ -619,6 +619,11 @@ fn yaml_shaped_json_parses_into_the_config() {
     assert_eq!(c.keys.upstream[1].levels, vec![0]);
     assert_eq!(c.keys.cooldown_seconds, 30);
     assert!(c.clone().validate().is_ok(), "{:?}", c.validate());
+    let err = Config::from_json(br#"{"keys":{"levels":{"one":["x"]}}}"#).unwrap_err();
+    assert!(
+        err.to_string().contains("`one` is not a level number"),
+        "{err}"
+    );
     let err = Config::from_json(br#"{"keys":{"forward":[{"key":"x","levle":1}]}}"#).unwrap_err();
     assert!(err.path.starts_with("keys.forward[0]"), "{err}");
 }

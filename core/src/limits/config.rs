@@ -326,7 +326,10 @@ impl<'de> Deserialize<'de> for InOrder {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<InOrder, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<InOrder, A::Error> {
                 let mut out = Vec::new();
                 while let Some(entry) = map.next_entry::<String, serde_json::Value>()? {
                     out.push(entry);
@@ -345,7 +348,10 @@ impl<'de> Deserialize<'de> for InOrder {
 pub fn parse_openai_forward_limits(name: &str, text: &str) -> Result<Vec<LimitRule>, ConfigError> {
     // The file's order decides which path wins: read the object as an ordered list of entries.
     let routes: InOrder = serde_json::from_str(text).map_err(|e| {
-        ConfigError::new(name, format!("expected a JSON object {{route: [{{level, limit}}]}}: {e}"))
+        ConfigError::new(
+            name,
+            format!("expected a JSON object {{route: [{{level, limit}}]}}: {e}"),
+        )
     })?;
     let mut rules = Vec::new();
     for (route, entries) in routes.0 {
@@ -362,19 +368,26 @@ pub fn parse_openai_forward_limits(name: &str, text: &str) -> Result<Vec<LimitRu
                                 .or_else(|| l.as_str().and_then(|s| s.trim().parse().ok()))
                                 .and_then(|l| u32::try_from(l).ok())
                                 .ok_or_else(|| {
-                                    ConfigError::new(format!("{at}[{i}].level"), "not a level number")
+                                    ConfigError::new(
+                                        format!("{at}[{i}].level"),
+                                        "not a level number",
+                                    )
                                 })?,
                         ),
                     };
-                    let limit = item
-                        .get("limit")
-                        .and_then(|l| l.as_str())
-                        .ok_or_else(|| ConfigError::new(format!("{at}[{i}].limit"), "missing limit string"))?;
+                    let limit = item.get("limit").and_then(|l| l.as_str()).ok_or_else(|| {
+                        ConfigError::new(format!("{at}[{i}].limit"), "missing limit string")
+                    })?;
                     out.push((level, limit.to_string()));
                 }
                 out
             }
-            _ => return Err(ConfigError::new(at, "expected a limit string or a list of {level, limit}")),
+            _ => {
+                return Err(ConfigError::new(
+                    at,
+                    "expected a limit string or a list of {level, limit}",
+                ))
+            }
         };
         for (level, limit) in list {
             let limit = super::grammar::parse_limit(&limit)
@@ -428,14 +441,21 @@ mod tests {
         assert_eq!(rules[1].limit.rates().len(), 2);
         assert_eq!(rules[2].path, "/openai/v1/x");
         // File order, not alphabetical: `/v1` written first wins for every `/v1/...` path.
-        let ordered = parse_openai_forward_limits("R", r#"{"/v1":"1/second","/v1/chat":"2/second"}"#).unwrap();
+        let ordered =
+            parse_openai_forward_limits("R", r#"{"/v1":"1/second","/v1/chat":"2/second"}"#)
+                .unwrap();
         assert_eq!(select(&ordered, "/v1/chat", 0), Some(0));
-        let ordered = parse_openai_forward_limits("R", r#"{"/v1/chat":"2/second","/v1":"1/second"}"#).unwrap();
+        let ordered =
+            parse_openai_forward_limits("R", r#"{"/v1/chat":"2/second","/v1":"1/second"}"#)
+                .unwrap();
         assert_eq!(select(&ordered, "/v1/chat", 0), Some(0));
         assert_eq!(ordered[0].path, "/v1/chat");
         assert_eq!(rules[2].level, None);
-        let err = parse_openai_forward_limits("REQ_RATE_LIMIT", r#"{"/v1":[{"level":0,"limit":"5/minit"}]}"#)
-            .unwrap_err();
+        let err = parse_openai_forward_limits(
+            "REQ_RATE_LIMIT",
+            r#"{"/v1":[{"level":0,"limit":"5/minit"}]}"#,
+        )
+        .unwrap_err();
         assert_eq!(err.path, "REQ_RATE_LIMIT./v1.limit");
         assert!(parse_openai_forward_limits("X", "[1]").is_err());
     }
@@ -523,8 +543,7 @@ mod tests {
         assert_eq!(c.requests[0].limit.rates().len(), 2);
         assert_eq!(c.tokens[0].per, Per::Ip);
         assert_eq!(pacing_interval_ms(&c.pacing[0].limit), Some(17));
-        let back: LimitsConfig =
-            serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        let back: LimitsConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(back, c);
         let d: LimitsConfig = serde_json::from_str("{}").unwrap();
         assert_eq!(d, LimitsConfig::default());
@@ -539,10 +558,13 @@ mod tests {
         );
         let err = serde_path_to_error::deserialize::<_, LimitsConfig>(&mut de).unwrap_err();
         assert_eq!(err.path().to_string(), "requests[0].limit");
-        let mut de = serde_json::Deserializer::from_str(r#"{"requests":[{"path":"/v1","limit":"5/minute","per":"tenant"}]}"#);
+        let mut de = serde_json::Deserializer::from_str(
+            r#"{"requests":[{"path":"/v1","limit":"5/minute","per":"tenant"}]}"#,
+        );
         let err = serde_path_to_error::deserialize::<_, LimitsConfig>(&mut de).unwrap_err();
         assert_eq!(err.path().to_string(), "requests[0].per");
-        let mut de = serde_json::Deserializer::from_str(r#"{"strategy":"fixed-window-elastic-expiry"}"#);
+        let mut de =
+            serde_json::Deserializer::from_str(r#"{"strategy":"fixed-window-elastic-expiry"}"#);
         let err = serde_path_to_error::deserialize::<_, LimitsConfig>(&mut de).unwrap_err();
         assert_eq!(err.path().to_string(), "strategy");
     }

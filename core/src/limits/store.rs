@@ -123,8 +123,9 @@ fn lock<S: SharedStore>(store: &mut S, now_ms: u64, owner: u64, tries: Tries) ->
                 let _ = store.set(LOCK_KEY, &UNLOCKED, 0);
             }
             Read::Found(value, cas) => {
-                let held = lock_time(&value)
-                    .is_some_and(|t| now_ms.saturating_sub(t) < LOCK_STALE_MS && t <= now_ms + LOCK_STALE_MS);
+                let held = lock_time(&value).is_some_and(|t| {
+                    now_ms.saturating_sub(t) < LOCK_STALE_MS && t <= now_ms + LOCK_STALE_MS
+                });
                 if !held && store.set(LOCK_KEY, &mine, cas) == Write::Ok {
                     return Some(mine);
                 }
@@ -271,7 +272,8 @@ pub fn acquire<S: SharedStore>(
                     *slot_decision = d;
                 }
                 // Only the refusing rate counts for the reply.
-                let refusing: Vec<Decision> = decisions.iter().filter(|d| !d.allowed).copied().collect();
+                let refusing: Vec<Decision> =
+                    decisions.iter().filter(|d| !d.allowed).copied().collect();
                 let mut c = combine(&refusing);
                 c.first_failing = Some(i);
                 return Acquire::Rejected(c);
@@ -423,11 +425,29 @@ mod tests {
         let mut s = Mem::default();
         let slots = [slot("k", 3, 60_000)];
         let got: Vec<bool> = (0..5)
-            .map(|_| allowed(acquire(&mut s, Strategy::FixedWindow, &slots, T0, 1, 1, Tries::default())))
+            .map(|_| {
+                allowed(acquire(
+                    &mut s,
+                    Strategy::FixedWindow,
+                    &slots,
+                    T0,
+                    1,
+                    1,
+                    Tries::default(),
+                ))
+            })
             .collect();
         assert_eq!(got, [true, true, true, false, false]);
         // Next window.
-        assert!(allowed(acquire(&mut s, Strategy::FixedWindow, &slots, T0 + 60_000, 1, 1, Tries::default())));
+        assert!(allowed(acquire(
+            &mut s,
+            Strategy::FixedWindow,
+            &slots,
+            T0 + 60_000,
+            1,
+            1,
+            Tries::default()
+        )));
     }
 
     #[test]
@@ -438,12 +458,28 @@ mod tests {
         for i in 0..20 {
             // Four per second for five seconds: the per-second rate cuts at 3, the minute at 5.
             let now = T0 - T0 % 60_000 + (i / 4) * 1_000;
-            if allowed(acquire(&mut s, Strategy::FixedWindow, &slots, now, 1, 1, Tries::default())) {
+            if allowed(acquire(
+                &mut s,
+                Strategy::FixedWindow,
+                &slots,
+                now,
+                1,
+                1,
+                Tries::default(),
+            )) {
                 passed += 1;
             }
         }
         assert_eq!(passed, 5);
-        match acquire(&mut s, Strategy::FixedWindow, &slots, T0 - T0 % 60_000 + 10_000, 1, 1, Tries::default()) {
+        match acquire(
+            &mut s,
+            Strategy::FixedWindow,
+            &slots,
+            T0 - T0 % 60_000 + 10_000,
+            1,
+            1,
+            Tries::default(),
+        ) {
             Acquire::Rejected(c) => {
                 assert_eq!(c.first_failing, Some(1));
                 assert_eq!(c.limit, 5);
@@ -476,7 +512,16 @@ mod tests {
             fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Write {
                 if key == "b" && self.armed {
                     self.armed = false;
-                    let full = try_acquire(Strategy::FixedWindow, &Rate { amount: 1, period_ms: 60_000 }, None, T0, 1);
+                    let full = try_acquire(
+                        Strategy::FixedWindow,
+                        &Rate {
+                            amount: 1,
+                            period_ms: 60_000,
+                        },
+                        None,
+                        T0,
+                        1,
+                    );
                     let mut inner = self.inner.clone();
                     inner.set("b", &full.new_state.encode(), 0);
                 }
@@ -484,10 +529,30 @@ mod tests {
             }
         }
         // `b` exists (count 0), so our write is a CAS that the sneaky write makes fail.
-        let empty = try_acquire(Strategy::FixedWindow, &Rate { amount: 1, period_ms: 60_000 }, None, T0, 0);
+        let empty = try_acquire(
+            Strategy::FixedWindow,
+            &Rate {
+                amount: 1,
+                period_ms: 60_000,
+            },
+            None,
+            T0,
+            0,
+        );
         s.set("b", &empty.new_state.encode(), 0);
-        let mut sneaky = Sneaky { inner: s.clone(), armed: true };
-        match acquire(&mut sneaky, Strategy::FixedWindow, &slots, T0, 1, 1, Tries::default()) {
+        let mut sneaky = Sneaky {
+            inner: s.clone(),
+            armed: true,
+        };
+        match acquire(
+            &mut sneaky,
+            Strategy::FixedWindow,
+            &slots,
+            T0,
+            1,
+            1,
+            Tries::default(),
+        ) {
             Acquire::Rejected(c) => assert_eq!(c.first_failing, Some(1)),
             other => panic!("{other:?}"),
         }
@@ -550,7 +615,15 @@ mod tests {
                 std::thread::spawn(move || {
                     for _ in 0..50 {
                         assert_eq!(
-                            charge_all(&mut store, Strategy::FixedWindow, &slots, T0, 7, t, Tries::default()),
+                            charge_all(
+                                &mut store,
+                                Strategy::FixedWindow,
+                                &slots,
+                                T0,
+                                7,
+                                t,
+                                Tries::default()
+                            ),
                             0
                         );
                     }
@@ -576,8 +649,21 @@ mod tests {
     fn quota_check_rejects_at_or_above_the_amount() {
         let mut s = Mem::default();
         let slots = [slot("q", 100, 60_000)];
-        assert!(allowed(check_all(&mut s, Strategy::FixedWindow, &slots, T0)));
-        charge_all(&mut s, Strategy::FixedWindow, &slots, T0, 150, 1, Tries::default());
+        assert!(allowed(check_all(
+            &mut s,
+            Strategy::FixedWindow,
+            &slots,
+            T0
+        )));
+        charge_all(
+            &mut s,
+            Strategy::FixedWindow,
+            &slots,
+            T0,
+            150,
+            1,
+            Tries::default(),
+        );
         match check_all(&mut s, Strategy::FixedWindow, &slots, T0) {
             Acquire::Rejected(c) => {
                 assert_eq!(c.remaining, 0);
@@ -586,7 +672,12 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let next = T0 - T0 % 60_000 + 60_000;
-        assert!(allowed(check_all(&mut s, Strategy::FixedWindow, &slots, next)));
+        assert!(allowed(check_all(
+            &mut s,
+            Strategy::FixedWindow,
+            &slots,
+            next
+        )));
     }
 
     #[test]
@@ -594,11 +685,25 @@ mod tests {
         let mut s = Mem::default();
         s.set(LOCK_KEY, &lock_value(T0, 99), 0);
         let slots = [slot("new", 5, 60_000)];
-        let few = Tries { cas: 4, lock_spins: 10 };
-        assert_eq!(acquire(&mut s, Strategy::FixedWindow, &slots, T0 + 10, 1, 1, few), Acquire::Exhausted);
+        let few = Tries {
+            cas: 4,
+            lock_spins: 10,
+        };
+        assert_eq!(
+            acquire(&mut s, Strategy::FixedWindow, &slots, T0 + 10, 1, 1, few),
+            Acquire::Exhausted
+        );
         assert_eq!(s.get("new"), Read::Missing, "exhausted counts nothing");
         // Abandoned: taken over.
-        assert!(allowed(acquire(&mut s, Strategy::FixedWindow, &slots, T0 + LOCK_STALE_MS, 1, 1, few)));
+        assert!(allowed(acquire(
+            &mut s,
+            Strategy::FixedWindow,
+            &slots,
+            T0 + LOCK_STALE_MS,
+            1,
+            1,
+            few
+        )));
         // And released again.
         assert!(matches!(s.get(LOCK_KEY), Read::Found(v, _) if v == UNLOCKED));
     }
@@ -615,8 +720,22 @@ mod tests {
             }
         }
         let slots = [slot("x", 5, 60_000)];
-        assert_eq!(acquire(&mut Broken, Strategy::FixedWindow, &slots, T0, 1, 1, Tries::default()), Acquire::Exhausted);
-        assert_eq!(check_all(&mut Broken, Strategy::FixedWindow, &slots, T0), Acquire::Exhausted);
+        assert_eq!(
+            acquire(
+                &mut Broken,
+                Strategy::FixedWindow,
+                &slots,
+                T0,
+                1,
+                1,
+                Tries::default()
+            ),
+            Acquire::Exhausted
+        );
+        assert_eq!(
+            check_all(&mut Broken, Strategy::FixedWindow, &slots, T0),
+            Acquire::Exhausted
+        );
     }
 
     #[test]
@@ -632,11 +751,28 @@ mod tests {
             }
         }
         let mut m = Mem::default();
-        let st = try_acquire(Strategy::FixedWindow, &Rate { amount: 5, period_ms: 60_000 }, None, T0, 1);
+        let st = try_acquire(
+            Strategy::FixedWindow,
+            &Rate {
+                amount: 5,
+                period_ms: 60_000,
+            },
+            None,
+            T0,
+            1,
+        );
         m.set("x", &st.new_state.encode(), 0);
         let slots = [slot("x", 5, 60_000)];
         assert_eq!(
-            acquire(&mut Hostile(m), Strategy::FixedWindow, &slots, T0, 1, 1, Tries::default()),
+            acquire(
+                &mut Hostile(m),
+                Strategy::FixedWindow,
+                &slots,
+                T0,
+                1,
+                1,
+                Tries::default()
+            ),
             Acquire::Exhausted
         );
     }

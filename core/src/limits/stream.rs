@@ -51,7 +51,12 @@ impl EventSplitter {
             if let Some(end) = self.deferred_end.take() {
                 // The event ended with a CR at `end`; a LF right after it is part of it.
                 let through = if b == b'\n' { end + 1 } else { end };
-                out.push(self.pending.get(start..=through).unwrap_or_default().to_vec());
+                out.push(
+                    self.pending
+                        .get(start..=through)
+                        .unwrap_or_default()
+                        .to_vec(),
+                );
                 start = through + 1;
                 self.after_cr = false;
                 if b == b'\n' {
@@ -167,7 +172,12 @@ pub fn rewrite_injected_usage(event: &[u8]) -> UsageRewrite {
         Some(Value::Null) => {
             obj.remove("usage");
             let want = Value::Object(obj);
-            for pattern in [",\"usage\":null", "\"usage\":null,", ", \"usage\": null", "\"usage\": null, "] {
+            for pattern in [
+                ",\"usage\":null",
+                "\"usage\":null,",
+                ", \"usage\": null",
+                "\"usage\": null, ",
+            ] {
                 if let Some(pos) = text.find(pattern) {
                     let mut candidate = String::with_capacity(text.len());
                     candidate.push_str(text.get(..pos).unwrap_or_default());
@@ -241,8 +251,14 @@ mod tests {
     #[test]
     fn splits_on_blank_lines_of_every_kind() {
         let out = split_all(&[b"data: a\n\ndata: b\r\n\r\ndata: c\r\rdata: d"]);
-        let strs: Vec<String> = out.iter().map(|e| String::from_utf8_lossy(e).into()).collect();
-        assert_eq!(strs, ["data: a\n\n", "data: b\r\n\r\n", "data: c\r\r", "data: d"]);
+        let strs: Vec<String> = out
+            .iter()
+            .map(|e| String::from_utf8_lossy(e).into())
+            .collect();
+        assert_eq!(
+            strs,
+            ["data: a\n\n", "data: b\r\n\r\n", "data: c\r\r", "data: d"]
+        );
     }
 
     #[test]
@@ -259,7 +275,10 @@ mod tests {
     #[test]
     fn crlf_split_across_chunks_stays_with_its_event() {
         let out = split_all(&[b"data: a\r\n\r", b"\ndata: b\n\n"]);
-        assert_eq!(out, vec![b"data: a\r\n\r\n".to_vec(), b"data: b\n\n".to_vec()]);
+        assert_eq!(
+            out,
+            vec![b"data: a\r\n\r\n".to_vec(), b"data: b\n\n".to_vec()]
+        );
     }
 
     #[test]
@@ -287,7 +306,10 @@ mod tests {
         // Text that merely mentions usage is untouched.
         let text = b"data: {\"choices\":[{\"delta\":{\"content\":\"\\\"usage\\\":null\"}}]}\n\n";
         assert_eq!(rewrite_injected_usage(text), UsageRewrite::Keep);
-        assert_eq!(rewrite_injected_usage(b"data: [DONE]\n\n"), UsageRewrite::Keep);
+        assert_eq!(
+            rewrite_injected_usage(b"data: [DONE]\n\n"),
+            UsageRewrite::Keep
+        );
         // A usage object next to real choices (some servers) is kept.
         let both = b"data: {\"choices\":[{\"index\":0}],\"usage\":{\"total_tokens\":3}}\n\n";
         assert_eq!(rewrite_injected_usage(both), UsageRewrite::Keep);
@@ -303,7 +325,10 @@ mod tests {
         assert!(!inject_include_usage(&mut b), "already there");
         let mut keep = json!({"stream":true,"stream_options":{"other":1,"include_usage":false}});
         assert!(inject_include_usage(&mut keep));
-        assert_eq!(keep["stream_options"], json!({"other":1,"include_usage":true}));
+        assert_eq!(
+            keep["stream_options"],
+            json!({"other":1,"include_usage":true})
+        );
         let mut not_stream = json!({"stream":false});
         assert!(!inject_include_usage(&mut not_stream));
         assert!(not_stream.get("stream_options").is_none());
