@@ -4,7 +4,9 @@ use crate::banner::banner;
 use crate::config_file;
 use crate::envoy::{locate_envoy, locate_wasm, EnvoyProcess};
 use crate::mock::MockUpstream;
-use crate::render::{bootstrap, default_ca_bundle, to_yaml, RenderOptions};
+use crate::reload::{FileWatch, RuntimeFiles};
+use crate::render::{bootstrap, default_ca_bundle, RenderOptions};
+use llm_forward_core::config::ValidConfig;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -80,9 +82,20 @@ async fn run_inner(options: RunOptions) -> Result<i32, String> {
     let runtime_dir = std::env::temp_dir().join(format!("llm-forward-{}", std::process::id()));
     std::fs::create_dir_all(&runtime_dir)
         .map_err(|e| format!("cannot create {}: {e}", runtime_dir.display()))?;
-    let envoy_yaml = runtime_dir.join("envoy.yaml");
-    std::fs::write(&envoy_yaml, to_yaml(&bootstrap(&config, &render_options)))
-        .map_err(|e| format!("cannot write {}: {e}", envoy_yaml.display()))?;
+    // Envoy gets listeners and clusters from files it watches, so a config edit is applied by
+    // rewriting them (see reload.rs), without a restart.
+    let files = RuntimeFiles {
+        dir: runtime_dir.clone(),
+    };
+    files
+        .write_all(&bootstrap(&config, &render_options))
+        .map_err(|e| {
+            format!(
+                "cannot write Envoy's config in {}: {e}",
+                runtime_dir.display()
+            )
+        })?;
+    let envoy_yaml = files.bootstrap();
 
     // The cache service runs in this process, on this runtime, before Envoy sends it lookups.
     // Kept alive for the whole run: dropping it stops the service.
@@ -137,7 +150,17 @@ async fn run_inner(options: RunOptions) -> Result<i32, String> {
         &log_dir,
     );
     let _rotation = crate::logrotate::spawn(rotate, config.raw.logging.rotate_bytes, admin);
-    let code = supervise(&mut envoy).await;
+    let mut reloader = path.as_deref().map(|p| Reloader {
+        watch: FileWatch::new(p),
+        path: p.to_path_buf(),
+        files,
+        render_options,
+        log_dir,
+        demo_upstream: _mock.as_ref().map(|m: &MockUpstream| m.base_url()),
+        secrets: secrets.clone(),
+        current: config.clone(),
+    });
+    let code = supervise(&mut envoy, reloader.as_mut()).await;
     let _ = std::fs::remove_dir_all(&runtime_dir);
     Ok(code)
 }
@@ -177,7 +200,88 @@ fn secret_env(
     Ok(out)
 }
 
-async fn supervise(envoy: &mut EnvoyProcess) -> i32 {
+/// Applies edits of the config file to the running Envoy.
+struct Reloader {
+    path: PathBuf,
+    watch: FileWatch,
+    files: RuntimeFiles,
+    render_options: RenderOptions,
+    log_dir: PathBuf,
+    /// With `--demo`, every route keeps pointing at the built-in mock.
+    demo_upstream: Option<String>,
+    /// Environment Envoy was started with for `file:` keys; it cannot change without a restart.
+    secrets: Vec<(String, String)>,
+    current: ValidConfig,
+}
+
+impl Reloader {
+    /// Check the file; on a change, validate and apply it, or explain why not. Never fatal: the
+    /// running config stays when the new one is rejected.
+    fn poll(&mut self) {
+        if !self.watch.changed() {
+            return;
+        }
+        match self.prepare() {
+            Ok(config) => match self.files.update(&bootstrap(&config, &self.render_options)) {
+                Ok(()) => {
+                    eprintln!("llm-forward: applied the edited {}", self.path.display());
+                    self.current = config;
+                }
+                Err(e) => eprintln!("llm-forward: could not apply the edited config: {e}"),
+            },
+            Err(problems) => eprintln!(
+                "llm-forward: the edited {} was NOT applied; the running config stays:\n  {}",
+                self.path.display(),
+                problems.join("\n  ")
+            ),
+        }
+    }
+
+    fn prepare(&self) -> Result<ValidConfig, Vec<String>> {
+        let env = |k: &str| std::env::var(k).ok();
+        let mut config = config_file::load(Some(&self.path), &env)?;
+        if let Some(url) = &self.demo_upstream {
+            let mut raw = config.raw.clone();
+            for r in &mut raw.routes {
+                r.base_url = url.clone();
+            }
+            config = raw
+                .validate()
+                .map_err(|e| e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+        }
+        let old = &self.current.raw;
+        let new = &config.raw;
+        let mut restart_only = Vec::new();
+        if new.server.admin_port != old.server.admin_port {
+            restart_only.push("server.admin_port");
+        }
+        if new.server.concurrency != old.server.concurrency {
+            restart_only.push("server.concurrency");
+        }
+        if new.cache != old.cache {
+            restart_only.push("cache");
+        }
+        if new.log_dir != old.log_dir {
+            restart_only.push("log_dir");
+        }
+        if !restart_only.is_empty() {
+            return Err(vec![format!(
+                "{} can only change with a restart of llm-forward",
+                restart_only.join(", ")
+            )]);
+        }
+        if secret_env(new, &env).map_err(|e| vec![e])? != self.secrets {
+            return Err(vec![
+                "`file:` keys changed: restart llm-forward to load them".into(),
+            ]);
+        }
+        crate::render::create_log_dirs(&config, &self.log_dir.display().to_string())
+            .map_err(|e| vec![format!("cannot create log folders: {e}")])?;
+        Ok(config)
+    }
+}
+
+async fn supervise(envoy: &mut EnvoyProcess, mut reloader: Option<&mut Reloader>) -> i32 {
     let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
     {
         Ok(s) => s,
@@ -187,21 +291,29 @@ async fn supervise(envoy: &mut EnvoyProcess) -> i32 {
             return 1;
         }
     };
-    tokio::select! {
-        status = envoy.child.wait() => {
-            let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-            eprintln!("llm-forward: Envoy exited unexpectedly ({status}). Its last lines:\n{}", envoy.last_lines().join("\n"));
-            1
-        }
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("llm-forward: interrupted, shutting down");
-            envoy.shutdown().await;
-            0
-        }
-        _ = sigterm.recv() => {
-            eprintln!("llm-forward: terminated, shutting down");
-            envoy.shutdown().await;
-            0
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            status = envoy.child.wait() => {
+                let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                eprintln!("llm-forward: Envoy exited unexpectedly ({status}). Its last lines:\n{}", envoy.last_lines().join("\n"));
+                return 1;
+            }
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("llm-forward: interrupted, shutting down");
+                envoy.shutdown().await;
+                return 0;
+            }
+            _ = sigterm.recv() => {
+                eprintln!("llm-forward: terminated, shutting down");
+                envoy.shutdown().await;
+                return 0;
+            }
+            _ = tick.tick() => {
+                if let Some(r) = reloader.as_deref_mut() {
+                    r.poll();
+                }
+            }
         }
     }
 }
