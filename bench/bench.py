@@ -88,6 +88,21 @@ def feature_config(cfg, cache_port=None):
     return cfg
 
 
+def _with(cfg, **sections):
+    cfg = json.loads(json.dumps(cfg))
+    cfg.update(sections)
+    return cfg
+
+
+EXTRA = {
+    "f0m": lambda cfg: _with(cfg, logging={"metrics": False}),
+    "f0k": lambda cfg: _with(cfg, cache={"openai": False}),
+    "f0x": lambda cfg: _with(cfg, cache={"openai": False}, logging={"metrics": False}),
+    "cm": lambda cfg: _with(feature_config(cfg), logging={"chat": False, "metrics": True}),
+    "cn": lambda cfg: _with(feature_config(cfg), logging={"chat": False, "metrics": False}),
+}
+
+
 class Proc:
     def __init__(self, args, log, env=None, cwd=None):
         self.log = log
@@ -111,6 +126,9 @@ def start_envoy(tmp, name, cfg, wasm, without_filter, concurrency):
     if rendered.returncode != 0:
         raise RuntimeError(f"render {name}: {rendered.stderr}")
     (tmp / f"{name}.envoy.yaml").write_text(rendered.stdout)
+    # Envoy opens the chat-log files at start and does not create folders (`llm-forward run` does).
+    for log in re.findall(r"path:\s*'?([^'\s]+/chat\.log)", rendered.stdout):
+        pathlib.Path(log).parent.mkdir(parents=True, exist_ok=True)
     envoy = shutil.which("envoy") or os.environ.get("ENVOY_BIN")
     proc = Proc(
         [envoy, "-c", str(tmp / f"{name}.envoy.yaml"), "--disable-hot-restart", "--concurrency", str(concurrency),
@@ -121,7 +139,17 @@ def start_envoy(tmp, name, cfg, wasm, without_filter, concurrency):
     return proc
 
 
-def wrk(url, duration, connections, headers, body):
+def cpu_seconds(pid):
+    """User + system CPU time of a process (Envoy's CPU per request is steadier than req/s on a busy box)."""
+    try:
+        fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def wrk(url, duration, connections, headers, body, pid=None):
+    cpu0 = cpu_seconds(pid) if pid else float("nan")
     lua = "wrk.method = 'POST'\nwrk.body = [[" + body + "]]\n"
     for k, v in headers.items():
         lua += f"wrk.headers['{k}'] = '{v}'\n"
@@ -131,8 +159,11 @@ def wrk(url, duration, connections, headers, body):
         ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", f.name, url],
         capture_output=True, text=True,
     ).stdout
+    cpu = cpu_seconds(pid) - cpu0 if pid else float("nan")
     os.unlink(f.name)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = re.search(r"(\d+) requests in", out)
+    cpu_us = cpu / int(total.group(1)) * 1e6 if total and int(total.group(1)) else float("nan")
     transfer = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out)
     scale = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
     bps = float(transfer.group(1)) * scale.get(transfer.group(2), 1) if transfer else 0.0
@@ -144,7 +175,8 @@ def wrk(url, duration, connections, headers, body):
         return float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[m.group(2)]
 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50": pct(50), "p99": pct(99), "bps": bps, "non2xx": int(errors.group(1)) if errors else 0}
+    return {"rps": rps, "p50": pct(50), "p99": pct(99), "bps": bps, "non2xx": int(errors.group(1)) if errors else 0,
+            "cpu_us": cpu_us}
 
 
 def ttfb_ms(url, headers, body, n=20):
@@ -195,7 +227,10 @@ def main():
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--concurrency", type=int, default=1, help="Envoy worker threads")
     ap.add_argument("--openai-forward", action="store_true", help="also measure OpenAI-Forward (pip install)")
-    ap.add_argument("--only", default="", help="comma list of variants to run (default all)")
+    ap.add_argument("--only", default="",
+                    help="comma list of variants to run (default all); extra ones: " + ",".join(EXTRA))
+    ap.add_argument("--baseline-wasm", default="",
+                    help="another build of the filter: adds f0@base, c@base, d@base (name them in --only) for A/B")
     args = ap.parse_args()
     for p in (GATEWAY, FILTER, NOOP):
         if not p.exists():
@@ -218,69 +253,102 @@ def main():
         def cfg():
             return base_config(upstream, free_port(), free_port(), args.concurrency, tmp)
 
-        url, p = envoy_variant("b", cfg(), FILTER, without_filter=True)
-        variants["b"] = (url, {}, p)
-        url, p = envoy_variant("g", cfg(), NOOP)
-        variants["g"] = (url, {}, p)
-        url, p = envoy_variant("f0", cfg(), FILTER)
-        variants["f0"] = (url, {}, p)
+        only = set(filter(None, args.only.split(",")))
+
+        def want(n):
+            return n in only if n in EXTRA or n.endswith("@base") else (not only or n in only)
+
         auth = {"Authorization": "Bearer fk-bench"}
-        try:
-            url, p = envoy_variant("c", feature_config(cfg()), FILTER)
-            variants["c"] = (url, auth, p)
-        except RuntimeError as e:
-            print(f"variant c unavailable: {e}")
-        try:
-            cache_cfg = feature_config(cfg(), cache_port=free_port())
-            # `llm-forward run` would start the cache service; here we start it the same way.
-            cache = Proc([str(GATEWAY), "cache", "--listen", f"127.0.0.1:{cache_cfg['cache']['port']}"], tmp / "cache.log")
-            procs.append(cache)
-            wait_http(f"http://127.0.0.1:{cache_cfg['cache']['port']}/healthz")
-            url, p = envoy_variant("d", cache_cfg, FILTER)
-            variants["d"] = (url, {**auth, "content-type": "application/json"}, p)
-            # Warm the entry so every measured request is a hit.
-            req = urllib.request.Request(url + "/v1/chat/completions", data=CHAT_BODY.encode(), headers=variants["d"][1])
-            urllib.request.urlopen(req).read()
-            time.sleep(0.5)
-        except (RuntimeError, OSError) as e:
-            print(f"variant d unavailable: {e}")
+        if want("b") or not only:
+            url, p = envoy_variant("b", cfg(), FILTER, without_filter=True)
+            variants["b"] = (url, {}, p)
+        if want("g"):
+            url, p = envoy_variant("g", cfg(), NOOP)
+            variants["g"] = (url, {}, p)
+        cache_ports = {}
+        builds = [("", FILTER)] + ([("@base", pathlib.Path(args.baseline_wasm))] if args.baseline_wasm else [])
+        for suffix, wasm in builds:
+            if want("f0" + suffix):
+                url, p = envoy_variant("f0" + suffix, cfg(), wasm)
+                variants["f0" + suffix] = (url, {}, p)
+            if want("c" + suffix):
+                try:
+                    url, p = envoy_variant("c" + suffix, feature_config(cfg()), wasm)
+                    variants["c" + suffix] = (url, auth, p)
+                except RuntimeError as e:
+                    print(f"variant c{suffix} unavailable: {e}")
+            if want("d" + suffix):
+                try:
+                    cache_cfg = feature_config(cfg(), cache_port=free_port())
+                    # `llm-forward run` would start the cache service; here we start it the same way.
+                    cache = Proc([str(GATEWAY), "cache", "--listen", f"127.0.0.1:{cache_cfg['cache']['port']}"],
+                                 tmp / f"cache{suffix}.log")
+                    procs.append(cache)
+                    wait_http(f"http://127.0.0.1:{cache_cfg['cache']['port']}/healthz")
+                    cache_ports["d" + suffix] = cache_cfg["cache"]["port"]
+                    url, p = envoy_variant("d" + suffix, cache_cfg, wasm)
+                    variants["d" + suffix] = (url, {**auth, "content-type": "application/json"}, p)
+                    # Warm the entry so every measured request is a hit.
+                    req = urllib.request.Request(url + "/v1/chat/completions", data=CHAT_BODY.encode(),
+                                                 headers=variants["d" + suffix][1])
+                    urllib.request.urlopen(req).read()
+                    time.sleep(0.5)
+                    with urllib.request.urlopen(req) as r:
+                        r.read()
+                        if r.headers.get("x-cache") != "HIT":
+                            raise RuntimeError(f"warm-up request was not a cache hit (x-cache: {r.headers.get('x-cache')})")
+                except (RuntimeError, OSError) as e:
+                    print(f"variant d{suffix} unavailable: {e}")
+        # Optional variants measuring defaults (only with --only): f0 with logging.metrics off, with
+        # cache.openai off (on by default: every chat body is held to look for `caching`), both off;
+        # c without chat logs.
+        for n, make in EXTRA.items():
+            if want(n):
+                url, p = envoy_variant(n, make(cfg()), FILTER)
+                variants[n] = (url, auth if n.startswith("c") else {}, p)
         if args.openai_forward:
             port = free_port()
             p = start_openai_forward(tmp, upstream, port)
             if p:
                 procs.append(p)
                 variants["o"] = (f"http://127.0.0.1:{port}", auth, p)
-        only = set(filter(None, args.only.split(",")))
-        names = [n for n in variants if not only or n in only]
+        names = [n for n in variants if want(n)]
 
         results = {n: [] for n in names}
         for rnd in range(args.rounds):
             for n in names:
-                url, headers, _ = variants[n]
+                url, headers, proc = variants[n]
                 h = {"content-type": "application/json", **headers}
-                results[n].append(wrk(url + "/v1/chat/completions", args.duration, args.connections, h, CHAT_BODY))
+                results[n].append(wrk(url + "/v1/chat/completions", args.duration, args.connections, h, CHAT_BODY,
+                                      proc.p.pid))
             print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr)
 
         stream = {}
-        if "c" in variants:
-            url, headers, _ = variants["c"]
-            h = {"content-type": "application/json", "x-mock-chunks": "100", **headers}
+        if want("e"):
             body = json.dumps({**json.loads(CHAT_BODY), "stream": True})
-            for n in ("b", "c"):
-                u = variants[n][0]
-                hh = h if n == "c" else {"content-type": "application/json", "x-mock-chunks": "100"}
-                stream[n] = wrk(u + "/v1/chat/completions", args.duration, 8, hh, body)
+            for n in names:
+                if n in ("a", "d") or n.startswith("d@"):
+                    continue
+                u, headers, proc = variants[n]
+                hh = {"content-type": "application/json", "x-mock-chunks": "100", **headers}
+                stream[n] = wrk(u + "/v1/chat/completions", args.duration, 8, hh, body, proc.p.pid)
                 stream[n]["ttfb"] = ttfb_ms(u + "/v1/chat/completions", hh, body)
 
         label = {
             "a": "a upstream alone", "b": "b plain Envoy", "g": "g no-op wasm filter",
             "f0": "   llm-forward, no features", "c": "c keys+IP+limits+logs", "d": "d c + cache hits",
-            "o": "o OpenAI-Forward",
+            "o": "o OpenAI-Forward", "f0m": "   f0, logging.metrics off", "f0k": "   f0, cache.openai off",
+            "f0x": "   f0, cache.openai + metrics off",
+            "cm": "   c, chat log off (metrics on)", "cn": "   c, chat log and metrics off",
         }
+        for n in names:
+            if n.endswith("@base"):
+                label[n] = label[n[:-5]].rstrip() + " @baseline"
         med = {n: statistics.median(r["rps"] for r in results[n]) for n in names}
         print(f"\nEnvoy --concurrency {args.concurrency}, wrk -t1 -c{args.connections}, {args.rounds} rounds x {args.duration}s, "
               f"non-streaming chat completions (median of rounds)\n")
-        print(f"{'variant':32} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'vs b':>6} {'RSS MiB':>8}")
+        print(f"{'variant':32} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'vs b':>6} {'RSS MiB':>8} "
+              f"{'CPU us/req':>10}")
         for n in names:
             rs = results[n]
             p50 = statistics.median(r["p50"] for r in rs)
@@ -288,11 +356,19 @@ def main():
             bad = sum(r["non2xx"] for r in rs)
             ratio = med[n] / med["b"] if "b" in med else float("nan")
             rss = rss_kib(variants[n][2].p.pid) / 1024
-            print(f"{label[n]:32} {med[n]:>10.0f} {p50:>8.2f} {p99:>8.2f} {bad:>8} {ratio:>6.2f} {rss:>8.1f}")
+            cpu = statistics.median(r["cpu_us"] for r in rs)
+            print(f"{label[n]:32} {med[n]:>10.0f} {p50:>8.2f} {p99:>8.2f} {bad:>8} {ratio:>6.2f} {rss:>8.1f} {cpu:>10.0f}")
         if stream:
             print("\nstreaming, 100-chunk SSE (wrk -c8):")
             for n, s in stream.items():
-                print(f"  {label[n]:30} {s['rps']:>8.0f} streams/s  {s['bps'] / 1e6:>7.1f} MB/s  TTFB {s['ttfb']:.2f} ms")
+                print(f"  {label[n]:30} {s['rps']:>8.0f} streams/s  {s['bps'] / 1e6:>7.1f} MB/s  TTFB {s['ttfb']:.2f} ms"
+                      f"  Envoy CPU {s['cpu_us']:.0f} us/stream")
+        for n, port in cache_ports.items():
+            if n in names:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as r:
+                    text = r.read().decode()
+                got = {k: int(float(v)) for k, v in re.findall(r"llm_forward_cache_(hits|misses)_total\s+([\d.e+]+)", text)}
+                print(f"\n{n}: cache service hits {got.get('hits', 0)}, misses {got.get('misses', 0)}")
         print()
         for a, b in (("c", "b"), ("d", "b"), ("g", "b"), ("f0", "b"), ("c", "o")):
             if a in med and b in med:

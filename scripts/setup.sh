@@ -24,6 +24,20 @@ if ! command -v redis-server >/dev/null 2>&1; then
   # Debian may start a system instance; the tests run their own on free ports.
 fi
 
+# The deploy tests validate docker-compose.yml without a Docker daemon (`docker-compose config -q`;
+# Debian's docker-compose 1.29 package) and the Kubernetes manifests against their schemas.
+if ! command -v docker-compose >/dev/null 2>&1; then
+  echo "setup: installing docker-compose (Debian package, used to validate docker-compose.yml)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq docker-compose >/dev/null
+fi
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  echo "setup: installing kubernetes-validate (PyPI; Kubernetes schemas for deploy/kubernetes)"
+  python3 -m pip install --quiet kubernetes-validate
+  hash -r
+fi
+
 if [ "${LLM_FORWARD_SKIP_PYTHON:-0}" != 1 ]; then
   if ! python3 -c 'import openai, pytest' >/dev/null 2>&1; then
     echo "setup: installing the Python test dependencies (openai, pytest)"

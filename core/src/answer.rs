@@ -97,6 +97,8 @@ pub struct StreamExtractor {
     answer: Answer,
     budget: Budget,
     malformed: u64,
+    /// Only `id`, `model` and `usage` are wanted (see [`StreamExtractor::usage_only`]).
+    usage_only: bool,
 }
 
 impl StreamExtractor {
@@ -113,6 +115,17 @@ impl StreamExtractor {
                 truncated: false,
             },
             malformed: 0,
+            usage_only: false,
+        }
+    }
+
+    /// An extractor for readers that need only `id`, `model`, `usage`, `events` and `done` (usage
+    /// metrics, token quotas): once `id` and `model` are known, events whose data does not mention
+    /// `"usage"` are counted but not parsed. Text and choices are then incomplete.
+    pub fn usage_only() -> Self {
+        StreamExtractor {
+            usage_only: true,
+            ..StreamExtractor::new(0)
         }
     }
 
@@ -125,6 +138,13 @@ impl StreamExtractor {
             return;
         }
         if data.is_empty() {
+            return;
+        }
+        if self.usage_only
+            && self.answer.id.is_some()
+            && self.answer.model.is_some()
+            && !data.contains("\"usage\"")
+        {
             return;
         }
         match serde_json::from_str::<WireBody<'_>>(data) {
@@ -999,6 +1019,39 @@ mod tests {
 
     fn run_whole(stream: &str) -> Answer {
         run([stream.as_bytes()], MAX).1
+    }
+
+    #[test]
+    fn usage_only_keeps_id_model_usage_events_and_done() {
+        let stream = concat!(
+            "data: {\"id\":\"c1\",\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}],\"usage\":null}\n\n",
+            "data: {\"id\":\"c1\",\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: {\"id\":\"c1\",\"model\":\"gpt-x\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let full = run_whole(stream);
+        let mut parser = SseParser::new(MAX);
+        let mut events = Vec::new();
+        parser.feed(stream.as_bytes(), &mut events);
+        let mut only = StreamExtractor::usage_only();
+        for ev in &events {
+            only.on_event(ev);
+        }
+        let only = only.into_answer();
+        assert_eq!(only.id, full.id);
+        assert_eq!(only.model, full.model);
+        assert_eq!(only.usage, full.usage);
+        assert_eq!(only.usage.as_ref().map(|u| u.total_tokens), Some(5));
+        assert_eq!(only.events, full.events);
+        assert_eq!(only.done, full.done);
+        // Without a usage chunk: no usage, and the id/model of the first event.
+        let mut no_usage = StreamExtractor::usage_only();
+        for ev in events.iter().take(2) {
+            no_usage.on_event(ev);
+        }
+        let no_usage = no_usage.into_answer();
+        assert_eq!(no_usage.usage, None);
+        assert_eq!(no_usage.model.as_deref(), Some("gpt-x"));
     }
 
     fn choice(index: u32, content: &str, finish: &str) -> Choice {

@@ -545,6 +545,11 @@ pub fn replay(
     request_model: Option<&str>,
 ) -> Option<Replay> {
     let meta = &entry.meta;
+    // Only 2xx answers are stored; anything else came from a broken or foreign cache service and
+    // must not become the status of a local reply (0 or 1xx there breaks the client's connection).
+    if !(200..300).contains(&meta.status) {
+        return None;
+    }
     let stored = |ct: &str| Replay {
         status: u32::from(meta.status),
         content_type: meta.content_type.clone().unwrap_or_else(|| ct.to_string()),

@@ -191,6 +191,34 @@ pub fn take_caching_flag(v: &mut Value) -> CachingField {
     }
 }
 
+/// Whether a JSON body is an object with a top-level `caching` field (any value, `null` included),
+/// without building a `Value`: keys are read (escapes decoded) and values skipped. `None` when the
+/// body is not a JSON object. Lets the filter skip the full parse of requests that cannot be cached.
+pub fn caching_field_present(bytes: &[u8]) -> Option<bool> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    use std::borrow::Cow;
+
+    struct Probe;
+    impl<'de> Visitor<'de> for Probe {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+            let mut found = false;
+            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                found |= key == "caching";
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(found)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let found = (&mut de).deserialize_map(Probe).ok()?;
+    de.end().ok()?;
+    Some(found)
+}
+
 /// The top-level fields that go into a chat or embedding key (unsorted).
 fn answer_fields(obj: &Map<String, Value>) -> Vec<(&str, &Value)> {
     obj.iter()
@@ -340,6 +368,31 @@ mod tests {
 
     fn chat(body: &Value) -> String {
         chat_cache_key(&CacheScope::Shared, "/", body).unwrap()
+    }
+
+    #[test]
+    fn caching_probe_agrees_with_take_caching_flag() {
+        for (body, want) in [
+            (r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#, Some(false)),
+            (r#"{"model":"m","caching":true}"#, Some(true)),
+            (r#"{"caching":null}"#, Some(true)),
+            (r#"{"caching":"yes","model":"m"}"#, Some(true)),
+            (r#"{"\u0063aching":false}"#, Some(true)),
+            (r#"{"messages":[{"caching":true}],"meta":{"caching":1}}"#, Some(false)),
+            (r#"{"model":"caching"}"#, Some(false)),
+            (r#"[{"caching":true}]"#, None),
+            (r#"{"model":"m""#, None),
+            (r#"{"model":"m"} x"#, None),
+            ("", None),
+        ] {
+            assert_eq!(caching_field_present(body.as_bytes()), want, "{body}");
+            if let Ok(mut v) = serde_json::from_str::<Value>(body) {
+                if v.is_object() {
+                    let present = take_caching_flag(&mut v) != CachingField::Absent;
+                    assert_eq!(Some(present), want, "{body}");
+                }
+            }
+        }
     }
 
     fn base() -> Value {

@@ -55,6 +55,8 @@ pub struct Config {
     pub cache: crate::cache::CacheConfig,
     /// Request limits, token quotas and output pacing (see `crate::limits::config`).
     pub limits: crate::limits::config::LimitsConfig,
+    /// The web console of `llm-forward run` (off unless enabled here or with `--console`).
+    pub console: ConsoleConfig,
 }
 
 impl Default for Config {
@@ -72,6 +74,59 @@ impl Default for Config {
             logging: LoggingConfig::default(),
             cache: crate::cache::CacheConfig::default(),
             limits: crate::limits::config::LimitsConfig::default(),
+            console: ConsoleConfig::default(),
+        }
+    }
+}
+
+/// `console:` — the token-protected web console served by `llm-forward run`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    pub enabled: bool,
+    /// 127.0.0.1 unless set: the console edits the config, so keep it local (or behind a proxy).
+    pub address: String,
+    pub port: u16,
+    /// Bearer token of the API; generated at start (and printed in the banner) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            enabled: false,
+            address: "127.0.0.1".into(),
+            port: 8003,
+            token: None,
+        }
+    }
+}
+
+impl ConsoleConfig {
+    fn check(&self, server: &ServerConfig, errors: &mut Vec<ConfigError>) {
+        if self.address.parse::<std::net::IpAddr>().is_err() {
+            errors.push(ConfigError::new(
+                "console.address",
+                format!("`{}` is not an IP address", self.address),
+            ));
+        }
+        // Collisions matter only when it is served (a disabled default must not break configs).
+        let taken = self.port == server.port || self.port == server.admin_port;
+        if self.port == 0 || (self.enabled && taken) {
+            errors.push(ConfigError::new(
+                "console.port",
+                "must be 1 to 65535 and differ from server.port and server.admin_port",
+            ));
+        }
+        if let Some(t) = &self.token {
+            let ok = t.len() >= 16 && t.bytes().all(|b| b.is_ascii_graphic());
+            if !ok {
+                errors.push(ConfigError::new(
+                    "console.token",
+                    "must be at least 16 printable characters without spaces",
+                ));
+            }
         }
     }
 }
@@ -342,6 +397,7 @@ impl Config {
         }
         self.cache.check(&mut errors);
         self.limits.check(&mut errors);
+        self.console.check(&self.server, &mut errors);
         let mut routes: Vec<Route> = Vec::new();
         for (i, r) in self.routes.iter().enumerate() {
             let at = |field: &str| format!("routes[{i}].{field}");
@@ -544,6 +600,32 @@ mod tests {
         assert_eq!(valid.routes[0].name, "root");
         assert_eq!(valid.routes[0].upstream.host, "api.openai.com");
         assert_eq!(valid.raw.server.port, 8000);
+    }
+
+    #[test]
+    fn console_fields_are_checked_with_their_paths() {
+        let mut c = Config::default();
+        c.console.port = c.server.port;
+        assert!(
+            errors_of(c.clone()).is_empty(),
+            "a disabled console may share"
+        );
+        c.console.enabled = true;
+        c.console.address = "localhost".into();
+        c.console.token = Some("short".into());
+        let errors = errors_of(c);
+        assert!(
+            errors.iter().any(|e| e.starts_with("console.port:")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.starts_with("console.address:")),
+            "{errors:?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.starts_with("console.token:")),
+            "{errors:?}"
+        );
     }
 
     #[test]

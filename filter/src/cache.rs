@@ -211,9 +211,20 @@ impl CacheRequest {
             ex.caller.as_ref().map(|c| c.level),
             ex.caller.as_ref().and_then(|c| c.key_name.as_deref()),
         );
-        let (field, key) = match self.keying {
+        let default = cache.default_request_caching;
+        // The plan is decided before any key is computed: a bypassed request never hashes its body.
+        let key = match self.keying {
             Keying::Json(api) => {
                 if ex.body.is_none() {
+                    // Most requests carry no `caching` field and are not cached by default: a
+                    // key scan tells without building the body's `Value`.
+                    let absent = cache_key::caching_field_present(body) == Some(false);
+                    if absent
+                        && core_cache::plan(self.directive, CachingField::Absent, default, self.keying)
+                            == Plan::Bypass
+                    {
+                        return self.bypass(plugin, ex);
+                    }
                     ex.body = serde_json::from_slice(body).ok();
                 }
                 let Some(json) = ex.body.as_mut() else {
@@ -223,6 +234,10 @@ impl CacheRequest {
                 if field.removed() {
                     ex.body_changed = true;
                 }
+                self.plan = core_cache::plan(self.directive, field, default, self.keying);
+                if self.plan == Plan::Bypass {
+                    return self.bypass(plugin, ex);
+                }
                 let (stream, usage) = core_cache::stream_mode(json);
                 self.want_stream = stream;
                 self.include_usage = usage;
@@ -230,29 +245,24 @@ impl CacheRequest {
                     .get("model")
                     .and_then(|m| m.as_str())
                     .map(str::to_string);
-                (
-                    field,
-                    core_cache::json_key(api, &scope, &route.prefix, json),
-                )
+                core_cache::json_key(api, &scope, &route.prefix, json)
             }
-            Keying::Raw => (
-                CachingField::Absent,
+            Keying::Raw => {
+                self.plan =
+                    core_cache::plan(self.directive, CachingField::Absent, default, self.keying);
+                if self.plan == Plan::Bypass {
+                    return self.bypass(plugin, ex);
+                }
                 Some(cache_key::general_cache_key(
                     &scope,
                     &route.prefix,
                     &ex.method,
                     &ex.path,
                     body,
-                )),
-            ),
+                ))
+            }
         };
-        self.plan = core_cache::plan(
-            self.directive,
-            field,
-            cache.default_request_caching,
-            self.keying,
-        );
-        let Some(key) = key.filter(|_| self.plan != Plan::Bypass) else {
+        let Some(key) = key else {
             return self.bypass(plugin, ex);
         };
         self.key = Some(key);

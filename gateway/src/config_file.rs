@@ -91,6 +91,9 @@ pub fn apply_env(
     if let Some(v) = env("FORWARD_CONFIG") {
         config.routes = parse_forward_config(&v)?;
     }
+    // OPENAI_API_KEY_CONFIG, FORWARD_KEY_CONFIG, LEVEL_MODELS, IP_WHITELIST, IP_BLACKLIST,
+    // CACHE_ROOT_PATH_OR_URL (keys become ${LLM_FORWARD_*_KEY_<n>} references).
+    crate::migrate::apply(config, env)?;
     config.cache.apply_env(env)?;
     if let Some(v) = env("TIMEOUT") {
         let seconds: f64 = number("TIMEOUT", &v)?;

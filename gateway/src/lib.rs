@@ -4,10 +4,13 @@
 pub mod banner;
 pub mod cache;
 pub mod config_file;
+pub mod console;
 pub mod convert;
 pub mod dotenv;
 pub mod envoy;
+pub mod istio;
 pub mod logrotate;
+pub mod migrate;
 pub mod mock;
 pub mod reload;
 pub mod render;

@@ -34,6 +34,10 @@ enum Command {
         /// Echo Envoy's log lines.
         #[arg(short, long)]
         verbose: bool,
+        /// Serve the web console (127.0.0.1:8003 unless `console:` in the config says otherwise);
+        /// its token is printed at start.
+        #[arg(long)]
+        console: bool,
     },
     /// Print the Envoy bootstrap YAML for a config.
     Render {
@@ -51,6 +55,12 @@ enum Command {
         /// Leave the llm-forward filter out: plain Envoy with the same routes (a benchmark baseline).
         #[arg(long)]
         without_filter: bool,
+        /// Print an Istio WasmPlugin manifest (ingress gateway) instead of an Envoy bootstrap.
+        #[arg(long)]
+        istio: bool,
+        /// With --istio: the oci:// image holding plugin.wasm (see Dockerfile.wasm).
+        #[arg(long)]
+        istio_image: Option<String>,
     },
     /// Run only the cache service (settings from the config's `cache:` section, flags win).
     Cache {
@@ -89,6 +99,16 @@ enum Command {
         #[arg(long, value_enum, default_value = "reference")]
         format: llm_forward_gateway::convert::Format,
     },
+    /// Print the llm-forward.yaml equivalent to an OpenAI-Forward .env / openai-forward-config.yaml.
+    Migrate {
+        /// Folder holding OpenAI-Forward's .env or openai-forward-config.yaml.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Also write the key variables (LLM_FORWARD_*_KEY_<n>=…) to this file (mode 0600), for
+        /// docker-compose `env_file:` or `kubectl create secret generic --from-env-file`.
+        #[arg(long)]
+        keys_env: Option<PathBuf>,
+    },
     /// Run only the mock OpenAI-compatible upstream (for demos and benchmarks).
     Mock {
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -115,6 +135,22 @@ fn print_versions() {
     }
 }
 
+/// Reads `./openai-forward-config.yaml` or `./.env`, prints one line per unused key, and puts its
+/// variables (and the key variables derived from them) into this process's environment.
+fn load_working_folder() -> Result<(), String> {
+    use llm_forward_gateway::migrate;
+    let lookup = |k: &str| std::env::var(k).ok();
+    let overlay = migrate::read_folder(std::path::Path::new("."), &lookup)?;
+    if let Some(o) = &overlay {
+        let source = o.source.display().to_string();
+        let source = source.trim_start_matches("./");
+        for w in &o.warnings {
+            eprintln!("llm-forward: {source}: {w}");
+        }
+    }
+    migrate::export_to_process(overlay.as_ref())
+}
+
 fn main() {
     let cli = Cli::parse();
     if cli.version {
@@ -125,6 +161,24 @@ fn main() {
         eprintln!("llm-forward: a command is needed (run, render, mock); see llm-forward --help");
         std::process::exit(2);
     };
+    // OpenAI-Forward's `.env` / `openai-forward-config.yaml` in the working folder: its variables
+    // join the environment where the real one does not set them (python-dotenv's override=False).
+    // Done before any thread exists (set_var).
+    if matches!(
+        command,
+        Command::Run { .. }
+            | Command::Render { .. }
+            | Command::Cache { .. }
+            | Command::Convert { .. }
+    ) {
+        if let Err(e) = load_working_folder() {
+            eprintln!("llm-forward: {e}");
+            std::process::exit(1);
+        }
+    }
+    if let Command::Migrate { dir, keys_env } = &command {
+        std::process::exit(llm_forward_gateway::migrate::cli(dir, keys_env.as_deref()));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -142,11 +196,13 @@ fn main() {
             wasm,
             demo,
             verbose,
+            console,
         } => runtime.block_on(run::run(run::RunOptions {
             config,
             wasm,
             demo,
             verbose,
+            console,
         })),
         Command::Render {
             config,
@@ -154,10 +210,25 @@ fn main() {
             log_dir,
             ca_bundle,
             without_filter,
+            istio,
+            istio_image,
         } => {
             let env = |k: &str| std::env::var(k).ok();
             let path = config_file::resolve_path(config.as_deref());
             match config_file::load(path.as_deref(), &env) {
+                Ok(valid) if istio => {
+                    use llm_forward_gateway::istio;
+                    let mut options = istio::IstioOptions::default();
+                    if let Some(image) = istio_image {
+                        options.image = image;
+                    }
+                    let (manifest, notes) = istio::wasm_plugin(&valid, &options);
+                    for n in &notes {
+                        eprintln!("llm-forward: note: {n}");
+                    }
+                    print!("{}", istio::to_yaml(&manifest, &notes));
+                    0
+                }
                 Ok(valid) => {
                     let options = render::RenderOptions {
                         wasm_path,
@@ -223,6 +294,7 @@ fn main() {
                 }
             }
         }
+        Command::Migrate { .. } => 0,
         Command::Mock { listen } => runtime.block_on(async move {
             match llm_forward_gateway::mock::MockUpstream::start(listen).await {
                 Ok(mock) => {

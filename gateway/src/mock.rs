@@ -26,6 +26,9 @@
 //! | `x-mock-completion-tokens` | `usage.completion_tokens` (default: number of content chunks)                |
 //! | `x-mock-prompt-tokens`     | `usage.prompt_tokens` (default 10; embeddings 2)                             |
 //! | `x-mock-body-bytes: N`     | non-stream chat/completions: pad the answer text to N bytes                  |
+//! | `x-mock-reset-after: N`    | streaming: send N events, then drop the connection (no chunked terminator)   |
+//! | `x-mock-malformed: 1`      | streaming: mix broken events (not JSON, bad UTF-8, CR-only lines, a comment, |
+//! |                            | an event without data, a 64 KiB line) into the stream before `[DONE]`        |
 //!
 //! A knob with an unparsable value is answered with 400, so a typo in a test fails loudly.
 
@@ -72,7 +75,8 @@ const MODELS: [&str; 4] = [
     DEFAULT_MODEL,
 ];
 
-type Body = BoxBody<Bytes, Infallible>;
+/// A body can fail mid-way (`x-mock-reset-after`): hyper then drops the connection.
+type Body = BoxBody<Bytes, std::io::Error>;
 
 /// One request exactly as the mock received it.
 #[derive(Clone, Debug)]
@@ -386,6 +390,8 @@ struct Knobs {
     completion_tokens: Option<u64>,
     prompt_tokens: Option<u64>,
     body_bytes: Option<usize>,
+    reset_after: Option<usize>,
+    malformed: bool,
 }
 
 impl Knobs {
@@ -399,6 +405,8 @@ impl Knobs {
             completion_tokens: knob(req, "x-mock-completion-tokens")?,
             prompt_tokens: knob(req, "x-mock-prompt-tokens")?,
             body_bytes: knob(req, "x-mock-body-bytes")?,
+            reset_after: knob(req, "x-mock-reset-after")?,
+            malformed: knob::<u8>(req, "x-mock-malformed")?.unwrap_or(0) != 0,
         };
         if knobs.status.is_some_and(|s| !(200..=599).contains(&s)) {
             return Err("x-mock-status must be within 200..=599".into());
@@ -610,7 +618,14 @@ fn completion(req: &RecordedRequest, knobs: &Knobs, api: Api) -> Response<Body> 
                 knobs.usage(streamed_chunks).to_json()
             )));
         }
-        return sse_response(events, Duration::from_millis(knobs.delay_ms));
+        if knobs.malformed {
+            events = with_malformed_events(events);
+        }
+        return sse_response(
+            events,
+            Duration::from_millis(knobs.delay_ms),
+            knobs.reset_after,
+        );
     }
 
     let mut text: String = pieces.concat();
@@ -761,39 +776,88 @@ fn legacy_text_events(model: &str, pieces: &[String]) -> (Vec<SseEvent>, usize) 
 
 /// A response body fed by a channel, so each SSE event leaves as its own HTTP chunk when it is produced
 /// (and delays between events are real delays on the wire, which is what streaming tests need).
-struct ChannelBody(mpsc::Receiver<Bytes>);
+/// Chunks, or an error that makes hyper drop the connection mid-body (`x-mock-reset-after`).
+struct ChannelBody(mpsc::Receiver<Result<Bytes, std::io::Error>>);
 
 impl hyper::body::Body for ChannelBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = std::io::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         self.0
             .poll_recv(cx)
-            .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes))))
+            .map(|chunk| chunk.map(|item| item.map(Frame::data)))
     }
 }
 
-fn sse_response(events: Vec<SseEvent>, delay: Duration) -> Response<Body> {
+/// Broken events mixed into a stream (`x-mock-malformed`): each must be skipped (or counted as
+/// malformed) by the gateway without losing the good events around it.
+fn with_malformed_events(events: Vec<SseEvent>) -> Vec<SseEvent> {
+    let broken = [
+        "this is not json".to_string(),
+        r#"{"choices":[{"index":0,"delta":{"content":"unterminated"#.to_string(),
+        "\u{0}\u{1}\u{7f} control bytes".to_string(),
+        // Raw lines: a comment, a field without data, CR-only line endings, invalid UTF-8 and a
+        // 64 KiB line are written by `sse_bytes` as they are (the `data` is the whole event).
+        "\u{1}RAW: keep-alive comment\n\n".to_string(),
+        "\u{1}RAWevent: ping\n\n".to_string(),
+        "\u{1}RAWdata: {\"choices\":[]}\r\r".to_string(),
+        "\u{1}RAWdata: \u{fffd}bad utf-8 follows: \u{2}\n\n".to_string(),
+        "x".repeat(64 * 1024),
+        r#"{"choices":"not an array","usage":{"prompt_tokens":"many"}}"#.to_string(),
+        r#"{"choices":[{"index":-1,"delta":{"content":7}}]}"#.to_string(),
+    ];
+    let mut out = Vec::with_capacity(events.len() + broken.len());
+    let mut broken = broken.into_iter();
+    for event in events {
+        out.push(event);
+        if let Some(b) = broken.next() {
+            out.push(SseEvent::now(b));
+        }
+    }
+    out.extend(broken.map(SseEvent::now));
+    out
+}
+
+/// The bytes of one event: `data: …\n\n`, or a raw event (marked by a leading `\u{1}RAW`) with
+/// `\u{2}` standing for an invalid UTF-8 byte.
+fn sse_bytes(data: &str) -> Bytes {
+    match data.strip_prefix("\u{1}RAW") {
+        Some(raw) => {
+            let mut out = Vec::with_capacity(raw.len());
+            for part in raw.split('\u{2}').enumerate() {
+                if part.0 > 0 {
+                    out.extend_from_slice(b"\xff\xfe");
+                }
+                out.extend_from_slice(part.1.as_bytes());
+            }
+            Bytes::from(out)
+        }
+        None => Bytes::from(format!("data: {data}\n\n")),
+    }
+}
+
+fn sse_response(events: Vec<SseEvent>, delay: Duration, reset_after: Option<usize>) -> Response<Body> {
     // Capacity 1: the producer runs at most one event ahead of the socket (backpressure).
-    let (tx, rx) = mpsc::channel::<Bytes>(1);
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(1);
     tokio::spawn(async move {
-        for event in events {
+        for (sent, event) in events.into_iter().enumerate() {
+            if reset_after == Some(sent) {
+                let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "x-mock-reset-after");
+                let _ = tx.send(Err(reset)).await;
+                return;
+            }
             if event.delayed && !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            if tx
-                .send(Bytes::from(format!("data: {}\n\n", event.data)))
-                .await
-                .is_err()
-            {
+            if tx.send(Ok(sse_bytes(&event.data))).await.is_err() {
                 return; // client went away
             }
         }
-        let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+        let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
     });
     let mut response = Response::new(ChannelBody(rx).boxed());
     let headers = response.headers_mut();
@@ -881,7 +945,11 @@ fn echo(req: &RecordedRequest) -> Response<Body> {
 }
 
 fn json_response(status: StatusCode, json: String) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(json)).boxed());
+    let mut response = Response::new(
+        Full::new(Bytes::from(json))
+            .map_err(|never: Infallible| match never {})
+            .boxed(),
+    );
     *response.status_mut() = status;
     response
         .headers_mut()

@@ -19,6 +19,8 @@ pub struct RunOptions {
     pub demo: bool,
     /// Echo Envoy's own log lines.
     pub verbose: bool,
+    /// Serve the web console (also `console.enabled` in the config).
+    pub console: bool,
 }
 
 /// Make `dir` absolute against the working folder (Envoy is given absolute paths only).
@@ -150,6 +152,42 @@ async fn run_inner(options: RunOptions) -> Result<i32, String> {
         &log_dir,
     );
     let _rotation = crate::logrotate::spawn(rotate, config.raw.logging.rotate_bytes, admin);
+    // The console reads the running config and reload outcomes from here; the reloader updates it.
+    let live = crate::console::Live::new(config.clone());
+    let _console = if options.console || config.raw.console.enabled {
+        let c = &config.raw.console;
+        let token = match &c.token {
+            Some(t) => t.clone(),
+            None => crate::console::generate_token()?,
+        };
+        let ip: std::net::IpAddr = c
+            .address
+            .parse()
+            .map_err(|_| format!("console.address `{}` is not an IP address", c.address))?;
+        let server = crate::console::ConsoleServer::start(crate::console::ConsoleOptions {
+            listen: SocketAddr::new(ip, c.port),
+            token: token.clone(),
+            config_path: path.as_ref().map(|p| absolute(&p.display().to_string())),
+            log_dir: log_dir.clone(),
+            admin,
+            demo: options.demo,
+            live: live.clone(),
+        })
+        .await
+        .map_err(|e| format!("cannot start the console: {e}"))?;
+        let shown = if c.token.is_some() {
+            "the console.token of the config".to_string()
+        } else {
+            token
+        };
+        println!("console: http://{}/  token: {shown}", server.addr());
+        if !ip.is_loopback() {
+            println!("console: WARNING: listening on {ip}, not only this machine; anyone with the token can edit the config");
+        }
+        Some(server)
+    } else {
+        None
+    };
     let mut reloader = path.as_deref().map(|p| Reloader {
         watch: FileWatch::new(p),
         path: p.to_path_buf(),
@@ -159,6 +197,7 @@ async fn run_inner(options: RunOptions) -> Result<i32, String> {
         demo_upstream: _mock.as_ref().map(|m: &MockUpstream| m.base_url()),
         secrets: secrets.clone(),
         current: config.clone(),
+        live: live.clone(),
     });
     let code = supervise(&mut envoy, reloader.as_mut()).await;
     let _ = std::fs::remove_dir_all(&runtime_dir);
@@ -212,6 +251,33 @@ struct Reloader {
     /// Environment Envoy was started with for `file:` keys; it cannot change without a restart.
     secrets: Vec<(String, String)>,
     current: ValidConfig,
+    /// What the console shows: the running config and the last reload's outcome.
+    live: crate::console::Live,
+}
+
+/// Fields whose change needs a restart of `llm-forward run` (Envoy's process settings, the cache
+/// service, the log folder and the console itself): an edit touching them is refused as a whole.
+pub fn restart_only_changes(
+    old: &llm_forward_core::config::Config,
+    new: &llm_forward_core::config::Config,
+) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if new.server.admin_port != old.server.admin_port {
+        changed.push("server.admin_port");
+    }
+    if new.server.concurrency != old.server.concurrency {
+        changed.push("server.concurrency");
+    }
+    if new.cache != old.cache {
+        changed.push("cache");
+    }
+    if new.log_dir != old.log_dir {
+        changed.push("log_dir");
+    }
+    if new.console != old.console {
+        changed.push("console");
+    }
+    changed
 }
 
 impl Reloader {
@@ -225,15 +291,26 @@ impl Reloader {
             Ok(config) => match self.files.update(&bootstrap(&config, &self.render_options)) {
                 Ok(()) => {
                     eprintln!("llm-forward: applied the edited {}", self.path.display());
+                    self.live.applied(
+                        config.clone(),
+                        format!("applied the edited {}", self.path.display()),
+                    );
                     self.current = config;
                 }
-                Err(e) => eprintln!("llm-forward: could not apply the edited config: {e}"),
+                Err(e) => {
+                    eprintln!("llm-forward: could not apply the edited config: {e}");
+                    self.live
+                        .refused(vec![format!("could not apply the edited config: {e}")]);
+                }
             },
-            Err(problems) => eprintln!(
-                "llm-forward: the edited {} was NOT applied; the running config stays:\n  {}",
-                self.path.display(),
-                problems.join("\n  ")
-            ),
+            Err(problems) => {
+                eprintln!(
+                    "llm-forward: the edited {} was NOT applied; the running config stays:\n  {}",
+                    self.path.display(),
+                    problems.join("\n  ")
+                );
+                self.live.refused(problems);
+            }
         }
     }
 
@@ -249,21 +326,8 @@ impl Reloader {
                 .validate()
                 .map_err(|e| e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
         }
-        let old = &self.current.raw;
         let new = &config.raw;
-        let mut restart_only = Vec::new();
-        if new.server.admin_port != old.server.admin_port {
-            restart_only.push("server.admin_port");
-        }
-        if new.server.concurrency != old.server.concurrency {
-            restart_only.push("server.concurrency");
-        }
-        if new.cache != old.cache {
-            restart_only.push("cache");
-        }
-        if new.log_dir != old.log_dir {
-            restart_only.push("log_dir");
-        }
+        let restart_only = restart_only_changes(&self.current.raw, new);
         if !restart_only.is_empty() {
             return Err(vec![format!(
                 "{} can only change with a restart of llm-forward",

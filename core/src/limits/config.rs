@@ -208,11 +208,8 @@ fn hex16(parts: &[&str]) -> String {
         h.update((p.len() as u64).to_le_bytes());
         h.update(p.as_bytes());
     }
-    h.finalize()
-        .iter()
-        .take(12)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let digest = h.finalize();
+    crate::chatlog::hex(digest.get(..12).unwrap_or(&digest))
 }
 
 /// A stable identity of a rule: kind, path, limit, per and level. Part of its key names, so a

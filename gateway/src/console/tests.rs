@@ -1,0 +1,94 @@
+//! Unit tests of the console's pure parts; the HTTP API is tested against a running
+//! `llm-forward run --console` in integration-tests/tests/console.rs.
+
+use super::*;
+
+#[test]
+fn bearer_token_is_required_and_compared_exactly() {
+    let mut h = HeaderMap::new();
+    assert!(!authorized(&h, "secret-token-0123456789"));
+    h.insert(
+        "authorization",
+        HeaderValue::from_static("Bearer secret-token-0123456789"),
+    );
+    assert!(authorized(&h, "secret-token-0123456789"));
+    h.insert(
+        "authorization",
+        HeaderValue::from_static("bearer secret-token-0123456789"),
+    );
+    assert!(authorized(&h, "secret-token-0123456789"));
+    h.insert(
+        "authorization",
+        HeaderValue::from_static("Bearer secret-token-012345678"),
+    );
+    assert!(!authorized(&h, "secret-token-0123456789"));
+    h.insert(
+        "authorization",
+        HeaderValue::from_static("Basic secret-token-0123456789"),
+    );
+    assert!(!authorized(&h, "secret-token-0123456789"));
+    h.insert("authorization", HeaderValue::from_static("Bearer "));
+    assert!(!authorized(&h, "secret-token-0123456789"));
+}
+
+#[test]
+fn generated_tokens_are_long_and_differ() {
+    let a = generate_token().unwrap();
+    let b = generate_token().unwrap();
+    assert_eq!(a.len(), 48);
+    assert_ne!(a, b);
+}
+
+#[test]
+fn validation_names_fields_and_restart_only_changes() {
+    let running = llm_forward_core::config::Config::default();
+    let errors = validate_text("routes:\n  - route: /\n    base_url: ftp://x\n", &running);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].path, "routes[0].base_url");
+    let errors = validate_text("server:\n  port: nope\n", &running);
+    assert_eq!(errors[0].path, "server.port");
+    let errors = validate_text("no_such_field: 1\n", &running);
+    assert!(errors[0].message.contains("unknown field"), "{errors:?}");
+    assert!(validate_text(
+        "routes:\n  - {route: /, base_url: 'http://127.0.0.1:9'}\n",
+        &running
+    )
+    .is_empty());
+    let errors = validate_text("log_dir: Elsewhere\n", &running);
+    assert_eq!(errors[0].path, "log_dir");
+    assert!(errors[0].message.contains("restart"));
+}
+
+#[test]
+fn writes_keep_a_timestamped_backup() {
+    let dir = std::env::temp_dir().join(format!("llmf-console-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("llm-forward.yaml");
+    std::fs::write(&path, "old: 1\n").unwrap();
+    let backup = write_with_backup(&path, "new: 2\n", 1_795_000_000_000)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        backup.file_name().unwrap().to_str().unwrap(),
+        format!(
+            "llm-forward.yaml.{}.bak",
+            crate::logrotate::suffix(1_795_000_000_000)
+        )
+    );
+    assert_eq!(std::fs::read_to_string(&backup).unwrap(), "old: 1\n");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "new: 2\n");
+    // A second write in the same second gets its own backup.
+    let again = write_with_backup(&path, "newer: 3\n", 1_795_000_000_000)
+        .unwrap()
+        .unwrap();
+    assert_ne!(again, backup);
+    assert_eq!(std::fs::read_to_string(&again).unwrap(), "new: 2\n");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn query_params_are_found() {
+    assert_eq!(query_param("after=3&private=1", "private"), Some("1"));
+    assert_eq!(query_param("after=3&private", "private"), Some(""));
+    assert_eq!(query_param("after=3", "limit"), None);
+}

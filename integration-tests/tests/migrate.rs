@@ -1,0 +1,336 @@
+//! OpenAI-Forward migration: `llm-forward run` started in a folder holding OpenAI-Forward's shipped
+//! `.env` serves it (forward keys, a rate limit, caching), and `llm-forward migrate` turns it into an
+//! `llm-forward.yaml` that `render` accepts.
+
+use llm_forward_integration_tests::*;
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// OpenAI-Forward HEAD's shipped `.env` (reference §9) with the upstream pointed at the mock, a small
+/// limit on /v1/models, and keys and levels added.
+fn shipped_env(upstream: &str) -> String {
+    format!(
+        r#"LOG_GENERAL=true
+LOG_OPENAI=true
+
+CACHE_GENERAL=true
+CACHE_OPENAI=true
+CACHE_ROUTES=["/v1/chat/completions","/v1/embeddings"]
+# `CACHE_BACKEND`: Options (MEMORY, LMDB, LevelDB)
+CACHE_BACKEND=MEMORY
+
+FORWARD_CONFIG=[{{"base_url":"{upstream}","route":"/","type":"openai"}}]
+
+OPENAI_API_KEY_CONFIG={{"sk-real-upstream-a": [0, 1]}}
+FORWARD_KEY_CONFIG={{"0": ["fk-admin-secret"], "1": ["fk-user-secret"]}}
+LEVEL_MODELS={{"1": ["gpt-4o-mini"]}}
+
+# `REQ_RATE_LIMIT`: i.e., Request rate limit
+REQ_RATE_LIMIT='{{
+"/v1/chat/completions":[{{"level":0,"limit":"100/2minutes"}}],
+"/v1/completions":[{{"level":0,"limit":"60/minute;600/hour"}}],
+"/v1/models":[{{"level":0,"limit":"2/minute"}}]
+}}'
+
+GLOBAL_RATE_LIMIT=200/minute
+RATE_LIMIT_STRATEGY=moving-window
+
+TOKEN_RATE_LIMIT='{{
+"/v1/chat/completions":[{{"level":0,"limit":"100/second"}}],
+"/v1/completions":[{{"level":0,"limit":"60/second"}}],
+"/benchmark/v1/chat/completions":[{{"level":0,"limit":"20/second"}}]
+}}'
+
+TIMEOUT=6
+ITER_CHUNK_TYPE=one-by-one
+BENCHMARK_MODE=true
+DEFAULT_STREAM_RESPONSE=true
+TZ=Asia/Shanghai
+
+# Overridden by the real environment (python-dotenv's override=False).
+LLM_FORWARD_PORT=1
+"#
+    )
+}
+
+struct Running {
+    child: std::process::Child,
+    output: Arc<Mutex<String>>,
+}
+
+impl Running {
+    /// `llm-forward run` with no arguments in `dir`; ports from the real environment.
+    fn start(dir: &TempDir, port: u16, admin: u16) -> Running {
+        let mut child = Command::new(gateway_bin())
+            .arg("run")
+            .env("LLM_FORWARD_WASM", wasm_path())
+            .env("LLM_FORWARD_PORT", port.to_string())
+            .env("LLM_FORWARD_ADMIN_PORT", admin.to_string())
+            .env("LLM_FORWARD_ADDRESS", "127.0.0.1")
+            .env("LLM_FORWARD_CONCURRENCY", "2")
+            .env("CACHE_PORT", free_port().to_string())
+            .env_remove("LLM_FORWARD_CONFIG")
+            .current_dir(&dir.0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let out = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    out.lock().unwrap().push_str(&(line + "\n"));
+                }
+            });
+        }
+        let r = Running { child, output };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !r.output().contains("ready to serve") {
+            assert!(
+                Instant::now() < deadline,
+                "llm-forward run did not start:\n{}",
+                r.output()
+            );
+            if let Ok(Some(status)) = r.child_status() {
+                panic!("llm-forward run exited ({status}):\n{}", r.output());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r
+    }
+
+    fn child_status(&self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        // try_wait needs &mut; poll through /proc instead.
+        let alive = std::path::Path::new(&format!("/proc/{}", self.child.id())).exists();
+        Ok(if alive {
+            None
+        } else {
+            Some(std::process::ExitStatus::default())
+        })
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn chat_body(model: &str, text: &str) -> serde_json::Value {
+    json!({"model": model, "messages": [{"role": "user", "content": text}]})
+}
+
+#[test]
+fn run_in_a_folder_with_openai_forwards_shipped_env() {
+    let up = MockUpstream::spawn(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let dir = TempDir::new("migrate-run");
+    std::fs::write(dir.0.join(".env"), shipped_env(&up.base_url())).unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let gw = Running::start(&dir, port, admin);
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    let output = gw.output();
+
+    // One warning line per unused key, naming it; the keys' values never appear.
+    for key in [
+        "LOG_GENERAL",
+        "ITER_CHUNK_TYPE",
+        "BENCHMARK_MODE",
+        "DEFAULT_STREAM_RESPONSE",
+        "TZ",
+    ] {
+        let n = output
+            .lines()
+            .filter(|l| l.contains(&format!("{key} is ignored")))
+            .count();
+        assert_eq!(n, 1, "{key}:\n{output}");
+    }
+    for secret in ["sk-real-upstream-a", "fk-admin-secret", "fk-user-secret"] {
+        assert!(!output.contains(secret), "a key was printed:\n{output}");
+    }
+    // Neither is any key in the Envoy config written to disk.
+    let runtime = std::env::temp_dir().join(format!("llm-forward-{}", gw.child.id()));
+    let mut files = 0;
+    for entry in std::fs::read_dir(&runtime).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
+        files += 1;
+        for secret in ["sk-real-upstream-a", "fk-admin-secret", "fk-user-secret"] {
+            assert!(!text.contains(secret), "a key was rendered to disk");
+        }
+        if text.contains("host_env_keys") {
+            assert!(text.contains("LLM_FORWARD_UPSTREAM_KEY_0"));
+        }
+    }
+    assert!(files > 0, "no Envoy config in {}", runtime.display());
+
+    // Forward keys: fk → sk swap seen upstream; an unknown key is refused locally.
+    let ok = client()
+        .post(url("/v1/chat/completions"))
+        .bearer_auth("fk-admin-secret")
+        .json(&chat_body("gpt-4o", "hello"))
+        .send()
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let seen = up.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some("Bearer sk-real-upstream-a")
+    );
+    let refused = client()
+        .post(url("/v1/chat/completions"))
+        .bearer_auth("fk-unknown")
+        .json(&chat_body("gpt-4o", "hello"))
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    // LEVEL_MODELS: level 1 may use gpt-4o-mini only.
+    let denied = client()
+        .post(url("/v1/chat/completions"))
+        .bearer_auth("fk-user-secret")
+        .json(&chat_body("gpt-4o", "hello"))
+        .send()
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    assert_eq!(
+        up.request_count(),
+        1,
+        "refused requests never reach upstream"
+    );
+
+    // REQ_RATE_LIMIT: /v1/models allows 2 a minute for level 0.
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| {
+            client()
+                .get(url("/v1/models"))
+                .bearer_auth("fk-admin-secret")
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+        .collect();
+    assert_eq!(statuses, [200, 200, 429]);
+
+    // Caching: `caching: true` is served from the cache the second time.
+    let mut body = chat_body("gpt-4o", "cache me");
+    body["caching"] = json!(true);
+    let before = up.request_count();
+    let first = client()
+        .post(url("/v1/chat/completions"))
+        .bearer_auth("fk-admin-secret")
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let first_text = first.text().unwrap();
+    assert_eq!(up.request_count(), before + 1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let second = client()
+            .post(url("/v1/chat/completions"))
+            .bearer_auth("fk-admin-secret")
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(second.status(), 200);
+        let hit = second.headers().get("x-cache").is_some_and(|v| v == "HIT");
+        let text = second.text().unwrap();
+        if hit {
+            assert!(text.contains("chat.completion"), "{text} vs {first_text}");
+            break;
+        }
+        // The store is asynchronous; retry briefly.
+        assert!(Instant::now() < deadline, "never served from the cache");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stored_requests = up.request_count();
+    let third = client()
+        .post(url("/v1/chat/completions"))
+        .bearer_auth("fk-admin-secret")
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(third.status(), 200);
+    assert_eq!(
+        up.request_count(),
+        stored_requests,
+        "a cache hit reached upstream"
+    );
+}
+
+#[test]
+fn migrate_prints_a_config_that_render_accepts() {
+    let dir = TempDir::new("migrate-cli");
+    // The 0.8.1 shape of FORWARD_KEY_CONFIG (fk → level), with the `default` entry.
+    let env = shipped_env("http://127.0.0.1:9000").replace(
+        r#"FORWARD_KEY_CONFIG={"0": ["fk-admin-secret"], "1": ["fk-user-secret"]}"#,
+        r#"FORWARD_KEY_CONFIG={"fk-admin-secret": 0, "fk-user-secret": "1", "default": 1}"#,
+    );
+    assert!(env.contains("\"default\": 1"));
+    std::fs::write(dir.0.join(".env"), env).unwrap();
+    let keys_file = dir.0.join("keys.env");
+    let out = Command::new(gateway_bin())
+        .args(["migrate", "--dir"])
+        .arg(&dir.0)
+        .arg("--keys-env")
+        .arg(&keys_file)
+        .env_remove("LLM_FORWARD_PORT")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    for secret in ["sk-real-upstream-a", "fk-admin-secret", "fk-user-secret"] {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{stdout}\n{stderr}"
+        );
+    }
+    assert!(stdout.contains("${LLM_FORWARD_UPSTREAM_KEY_0}"), "{stdout}");
+    assert!(stdout.contains("#   LLM_FORWARD_FORWARD_KEY_1"), "{stdout}");
+    assert!(stderr.contains("ITER_CHUNK_TYPE is ignored"), "{stderr}");
+    let keys = std::fs::read_to_string(&keys_file).unwrap();
+    assert!(keys.contains("LLM_FORWARD_FORWARD_KEY_1=fk-user-secret"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&keys_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the keys file is readable by others");
+    }
+
+    // `render -c` accepts it, from a folder without the .env.
+    let other = TempDir::new("migrate-render");
+    let yaml = other.0.join("llm-forward.yaml");
+    std::fs::write(&yaml, &stdout).unwrap();
+    let rendered = Command::new(gateway_bin())
+        .args(["render", "-c"])
+        .arg(&yaml)
+        .current_dir(&other.0)
+        .output()
+        .unwrap();
+    let rendered_text = String::from_utf8_lossy(&rendered.stdout);
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    assert!(rendered_text.contains("127.0.0.1"));
+    assert!(rendered_text.contains("LLM_FORWARD_FORWARD_KEY_1"));
+    assert!(!rendered_text.contains("fk-user-secret"));
+}
