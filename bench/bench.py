@@ -231,7 +231,11 @@ def main():
                     help="comma list of variants to run (default all); extra ones: " + ",".join(EXTRA))
     ap.add_argument("--baseline-wasm", default="",
                     help="another build of the filter: adds f0@base, c@base, d@base (name them in --only) for A/B")
+    ap.add_argument("--wasm", default="", help="the llm-forward filter build to measure (default: the release build)")
     args = ap.parse_args()
+    global FILTER
+    if args.wasm:
+        FILTER = pathlib.Path(args.wasm)
     for p in (GATEWAY, FILTER, NOOP):
         if not p.exists():
             sys.exit(f"{p} missing: run ./bench.sh (it builds everything)")

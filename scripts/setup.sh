@@ -15,6 +15,14 @@ if [ -z "${ENVOY_BIN:-}" ] && ! command -v envoy >/dev/null 2>&1; then
   hash -r
 fi
 
+# Fuzzing (scripts/fuzz.sh, run by test.sh) needs cargo-fuzz and a nightly toolchain. Nightly cannot
+# be fetched here; when the machine has it, install cargo-fuzz from crates.io (compiling it takes
+# about 2-5 minutes, once).
+if cargo +nightly --version >/dev/null 2>&1 && ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-fuzz (cargo install --locked; a few minutes)"
+  cargo install cargo-fuzz --locked --quiet
+fi
+
 # The cache tests start a real Redis (the `redis` cache backend); they fail without it.
 if ! command -v redis-server >/dev/null 2>&1; then
   echo "setup: installing redis-server (Debian package)"
@@ -43,4 +51,22 @@ if [ "${LLM_FORWARD_SKIP_PYTHON:-0}" != 1 ]; then
     echo "setup: installing the Python test dependencies (openai, pytest)"
     python3 -m pip install --quiet -r integration-tests/python/requirements.txt
   fi
+fi
+
+# The web console's browser test: Debian's Chromium driven by playwright-core (pinned in
+# integration-tests/console/package-lock.json).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "setup: installing chromium (Debian package) for the console browser test"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+if [ ! -d integration-tests/console/node_modules/playwright-core ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "setup: installing nodejs + npm (Debian packages) for the console browser test"
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  echo "setup: npm ci in integration-tests/console"
+  (cd integration-tests/console && npm ci --no-audit --no-fund --silent)
 fi

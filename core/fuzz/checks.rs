@@ -148,11 +148,18 @@ fn text_bytes(a: &Answer) -> usize {
 
 fn check_answer_shape(a: &Answer, max_text: usize) {
     assert!(text_bytes(a) <= max_text, "answer text above its budget");
-    let entries: usize = a.choices.len() + a.choices.iter().map(|c| c.tool_calls.len()).sum::<usize>();
+    let entries: usize =
+        a.choices.len() + a.choices.iter().map(|c| c.tool_calls.len()).sum::<usize>();
     assert!(entries <= MAX_ENTRIES, "{entries} entries");
-    assert!(a.choices.windows(2).all(|w| w[0].index < w[1].index), "choices not sorted/unique");
+    assert!(
+        a.choices.windows(2).all(|w| w[0].index < w[1].index),
+        "choices not sorted/unique"
+    );
     for c in &a.choices {
-        assert!(c.tool_calls.windows(2).all(|w| w[0].index < w[1].index), "tool calls not sorted/unique");
+        assert!(
+            c.tool_calls.windows(2).all(|w| w[0].index < w[1].index),
+            "tool calls not sorted/unique"
+        );
         assert_ne!(c.finish_reason.as_deref(), Some(""));
     }
 }
@@ -182,11 +189,18 @@ pub fn sse(data: &[u8]) {
     let stream = u.rest();
 
     let whole = parse_sse(&[stream], max_buffer);
-    let random = parse_sse(&chunks(stream, &chunk_sizes(seed, stream.len())), max_buffer);
+    let random = parse_sse(
+        &chunks(stream, &chunk_sizes(seed, stream.len())),
+        max_buffer,
+    );
     assert_eq!(whole, random, "random chunking changed the parse");
     if stream.len() <= 2048 {
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
-        assert_eq!(whole, parse_sse(&bytes, max_buffer), "byte-by-byte changed the parse");
+        assert_eq!(
+            whole,
+            parse_sse(&bytes, max_buffer),
+            "byte-by-byte changed the parse"
+        );
     }
 
     let mut ex = StreamExtractor::new(max_text);
@@ -235,7 +249,12 @@ fn check_usage_rewrite(event: &[u8]) {
         let mut evs = Vec::new();
         p.feed(bytes, &mut evs);
         p.feed(b"\n\n", &mut evs);
-        assert_eq!(evs.len(), 1, "rewrite changed the event count: {:?}", String::from_utf8_lossy(bytes));
+        assert_eq!(
+            evs.len(),
+            1,
+            "rewrite changed the event count: {:?}",
+            String::from_utf8_lossy(bytes)
+        );
         serde_json::from_str(evs[0].data.trim()).expect("rewritten data is JSON")
     };
     let mut before = data(event);
@@ -304,7 +323,14 @@ fn rebuilt_chat(answer: &Answer, id: &str) -> Vec<Choice> {
             t.kind.get_or_insert_with(|| "function".into());
         }
         if c.finish_reason.is_none() {
-            c.finish_reason = Some(if c.tool_calls.is_empty() { "stop" } else { "tool_calls" }.into());
+            c.finish_reason = Some(
+                if c.tool_calls.is_empty() {
+                    "stop"
+                } else {
+                    "tool_calls"
+                }
+                .into(),
+            );
         }
     }
     choices
@@ -344,8 +370,9 @@ fn read_sse(body: &[u8]) -> Answer {
 pub fn answer(data: &[u8]) {
     let mut u = Input::new(data);
     let mode = u.u8();
-    let answer = if mode % 2 == 0 {
-        let kind = [ApiKind::Chat, ApiKind::Completion, ApiKind::Embedding][usize::from(mode / 2 % 3)];
+    let answer = if mode & 1 == 0 {
+        let kind =
+            [ApiKind::Chat, ApiKind::Completion, ApiKind::Embedding][usize::from(mode / 2 % 3)];
         let Some(a) = answer::from_json_body(kind, u.rest()) else {
             return;
         };
@@ -362,7 +389,8 @@ pub fn answer(data: &[u8]) {
     let created = 1_700_000_000;
 
     let json = answer::to_chat_completion_json(&answer, "m", id, created).to_string();
-    let back = answer::from_json_body(ApiKind::Chat, json.as_bytes()).expect("rebuilt chat JSON reads");
+    let back =
+        answer::from_json_body(ApiKind::Chat, json.as_bytes()).expect("rebuilt chat JSON reads");
     // A non-stream message's tool calls carry no `index` (OpenAI's shape): their position is it.
     let mut expected = rebuilt_chat(&answer, id);
     for c in &mut expected {
@@ -374,8 +402,13 @@ pub fn answer(data: &[u8]) {
     assert_eq!(back.usage, answer.usage, "chat JSON usage");
 
     let json = answer::to_completion_json(&answer, "m", id, created).to_string();
-    let back = answer::from_json_body(ApiKind::Completion, json.as_bytes()).expect("rebuilt completion JSON reads");
-    assert_eq!(back.choices, rebuilt_completion(&answer), "completion JSON round trip");
+    let back = answer::from_json_body(ApiKind::Completion, json.as_bytes())
+        .expect("rebuilt completion JSON reads");
+    assert_eq!(
+        back.choices,
+        rebuilt_completion(&answer),
+        "completion JSON round trip"
+    );
 
     for include_usage in [false, true] {
         let usage = if include_usage {
@@ -383,11 +416,31 @@ pub fn answer(data: &[u8]) {
         } else {
             None
         };
-        let back = read_sse(&answer::to_chat_sse(&answer, "m", id, created, include_usage));
-        assert_eq!(back.choices, rebuilt_chat(&answer, id), "chat SSE round trip");
+        let back = read_sse(&answer::to_chat_sse(
+            &answer,
+            "m",
+            id,
+            created,
+            include_usage,
+        ));
+        assert_eq!(
+            back.choices,
+            rebuilt_chat(&answer, id),
+            "chat SSE round trip"
+        );
         assert_eq!(back.usage, usage, "chat SSE usage");
-        let back = read_sse(&answer::to_completion_sse(&answer, "m", id, created, include_usage));
-        assert_eq!(back.choices, rebuilt_completion(&answer), "completion SSE round trip");
+        let back = read_sse(&answer::to_completion_sse(
+            &answer,
+            "m",
+            id,
+            created,
+            include_usage,
+        ));
+        assert_eq!(
+            back.choices,
+            rebuilt_completion(&answer),
+            "completion SSE round trip"
+        );
         assert_eq!(back.usage, usage, "completion SSE usage");
     }
 }
@@ -415,7 +468,8 @@ pub fn limits(data: &[u8]) {
         return;
     };
     let printed = spec.to_string();
-    let again = parse_limit(&printed).unwrap_or_else(|e| panic!("`{printed}` (from `{text}`) no longer parses: {e}"));
+    let again = parse_limit(&printed)
+        .unwrap_or_else(|e| panic!("`{printed}` (from `{text}`) no longer parses: {e}"));
     assert_eq!(again, spec, "`{text}` → `{printed}` parsed differently");
     assert_eq!(again.to_string(), printed);
     let json = serde_json::to_string(&spec).unwrap();
@@ -426,7 +480,11 @@ pub fn limits(data: &[u8]) {
     let _ = global_id(&spec);
     let _ = pacing_interval_ms(&spec);
 
-    let strategy = if mode % 2 == 0 { Strategy::FixedWindow } else { Strategy::SlidingWindow };
+    let strategy = if mode & 1 == 0 {
+        Strategy::FixedWindow
+    } else {
+        Strategy::SlidingWindow
+    };
     let state = WindowState::decode(state_bytes);
     if let Some(s) = state {
         assert_eq!(WindowState::decode(&s.encode()), Some(s));
@@ -438,9 +496,19 @@ pub fn limits(data: &[u8]) {
     }
 }
 
-fn check_window(strategy: Strategy, rate: &Rate, state: Option<WindowState>, now_ms: u64, cost: u64) {
+fn check_window(
+    strategy: Strategy,
+    rate: &Rate,
+    state: Option<WindowState>,
+    now_ms: u64,
+    cost: u64,
+) {
     let roundtrip = |s: WindowState| {
-        assert_eq!(WindowState::decode(&s.encode()), Some(s), "state {s:?} does not decode");
+        assert_eq!(
+            WindowState::decode(&s.encode()),
+            Some(s),
+            "state {s:?} does not decode"
+        );
     };
     let d = window::try_acquire(strategy, rate, state, now_ms, cost);
     roundtrip(d.new_state);
@@ -450,8 +518,17 @@ fn check_window(strategy: Strategy, rate: &Rate, state: Option<WindowState>, now
         assert!(d.remaining <= rate.amount);
         // The admitted cost is counted.
         let again = window::try_acquire(strategy, rate, Some(d.new_state), now_ms, 0);
-        assert!(again.remaining <= d.remaining.saturating_add(0), "remaining grew after an admission");
-        roundtrip(window::refund(rate, Some(d.new_state), now_ms, d.new_state.window_start_ms, cost));
+        assert!(
+            again.remaining <= d.remaining.saturating_add(0),
+            "remaining grew after an admission"
+        );
+        roundtrip(window::refund(
+            rate,
+            Some(d.new_state),
+            now_ms,
+            d.new_state.window_start_ms,
+            cost,
+        ));
     }
     let c = window::check(strategy, rate, state, now_ms);
     roundtrip(c.new_state);
@@ -471,7 +548,7 @@ pub fn config(data: &[u8]) {
     let mode = u.u8();
     let text = u.rest();
     let secret = |_: &str| Some("sk-fuzz-secret".to_string());
-    if mode % 2 == 0 {
+    if mode & 1 == 0 {
         let Ok(config) = Config::from_json(text) else {
             return;
         };
@@ -480,8 +557,12 @@ pub fn config(data: &[u8]) {
         };
         let filter = FilterConfig::from_valid(&valid);
         let json = serde_json::to_vec(&filter).unwrap();
-        let back = FilterConfig::from_json(&json)
-            .unwrap_or_else(|e| panic!("validated config refused by the filter: {e}\n{}", String::from_utf8_lossy(&json)));
+        let back = FilterConfig::from_json(&json).unwrap_or_else(|e| {
+            panic!(
+                "validated config refused by the filter: {e}\n{}",
+                String::from_utf8_lossy(&json)
+            )
+        });
         assert_eq!(back, filter, "FilterConfig JSON round trip");
         let compiled = access::Access::compile(&back.access, back.routes.len(), &secret);
         if let Err(e) = &compiled {
@@ -531,17 +612,34 @@ pub fn request_body(data: &[u8]) {
         let _ = access::query_param(&path, &name);
         let _ = KeyLocation::parse(&name);
         let valid_name = !name.is_empty()
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
         let replaced = access::replace_query_param(&path, &name, Some(&value));
         if valid_name && !path.contains('#') {
-            assert_eq!(access::query_param(&replaced, &name), Some(value.clone()), "{path:?} → {replaced:?}");
+            assert_eq!(
+                access::query_param(&replaced, &name),
+                Some(value.clone()),
+                "{path:?} → {replaced:?}"
+            );
         }
         let removed = access::replace_query_param(&path, &name, None);
         if valid_name && !path.contains('#') {
-            assert_eq!(access::query_param(&removed, &name), None, "{path:?} → {removed:?}");
+            assert_eq!(
+                access::query_param(&removed, &name),
+                None,
+                "{path:?} → {removed:?}"
+            );
         }
-        let headers = vec![("authorization".to_string(), path.clone()), ("x-api-key".to_string(), value)];
-        for loc in [KeyLocation::Bearer, KeyLocation::Header("x-api-key".into()), KeyLocation::Query(name)] {
+        let headers = vec![
+            ("authorization".to_string(), path.clone()),
+            ("x-api-key".to_string(), value),
+        ];
+        for loc in [
+            KeyLocation::Bearer,
+            KeyLocation::Header("x-api-key".into()),
+            KeyLocation::Query(name),
+        ] {
             let _ = loc.extract(&headers, &path);
         }
         let _ = Directive::parse(Some(&path));
@@ -552,8 +650,14 @@ pub fn request_body(data: &[u8]) {
         return;
     };
     let obj = body.json.as_object().expect("parse_body returns objects");
-    assert_eq!(body.model.as_deref(), obj.get("model").and_then(Value::as_str));
-    assert_eq!(body.stream, obj.get("stream").and_then(Value::as_bool) == Some(true));
+    assert_eq!(
+        body.model.as_deref(),
+        obj.get("model").and_then(Value::as_str)
+    );
+    assert_eq!(
+        body.stream,
+        obj.get("stream").and_then(Value::as_bool) == Some(true)
+    );
 
     let mut json = body.json.clone();
     let held = obj.get("caching").cloned();
@@ -565,7 +669,10 @@ pub fn request_body(data: &[u8]) {
         (Some(v), CachingField::Invalid) => assert!(!v.is_boolean()),
         (held, field) => panic!("caching {held:?} read as {field:?}"),
     }
-    assert_eq!(cache_key::take_caching_flag(&mut json), CachingField::Absent);
+    assert_eq!(
+        cache_key::take_caching_flag(&mut json),
+        CachingField::Absent
+    );
 
     // Keys: same request, keys in another order → same key; another scope → another key.
     let reversed = reverse_keys(&json);
@@ -576,7 +683,11 @@ pub fn request_body(data: &[u8]) {
     // Floats may move by one ULP through serde_json's fast float parser (no float_roundtrip);
     // the key is computed once from the client's bytes, so only the rest must be stable.
     if !has_float(&json) {
-        assert_eq!(cache_key::canonical_json(&reparsed), canonical, "canonical JSON not stable");
+        assert_eq!(
+            cache_key::canonical_json(&reparsed),
+            canonical,
+            "canonical JSON not stable"
+        );
     }
     let scope = CacheScope::Level(u32::from(mode));
     for api in [ApiKind::Chat, ApiKind::Completion, ApiKind::Embedding] {
@@ -598,10 +709,16 @@ pub fn request_body(data: &[u8]) {
     let mut injected = json.clone();
     let changed = inject_include_usage(&mut injected);
     if body.stream {
-        assert!(asked_for_usage(&injected), "injection did not ask for usage");
+        assert!(
+            asked_for_usage(&injected),
+            "injection did not ask for usage"
+        );
         assert_eq!(changed, !asked_for_usage(&json));
         let mut twice = injected.clone();
-        assert!(!inject_include_usage(&mut twice), "injection not idempotent");
+        assert!(
+            !inject_include_usage(&mut twice),
+            "injection not idempotent"
+        );
         assert_eq!(twice, injected);
         // Nothing but stream_options changed.
         let mut a = injected.as_object().unwrap().clone();
@@ -609,7 +726,9 @@ pub fn request_body(data: &[u8]) {
         let opts = a.remove("stream_options");
         b.remove("stream_options");
         assert_eq!(a, b);
-        if let (Some(Value::Object(new)), Some(Value::Object(old))) = (opts, json.get("stream_options")) {
+        if let (Some(Value::Object(new)), Some(Value::Object(old))) =
+            (opts, json.get("stream_options"))
+        {
             for (k, v) in old {
                 if k != "include_usage" {
                     assert_eq!(new.get(k), Some(v), "stream_options.{k} lost");
@@ -620,7 +739,12 @@ pub fn request_body(data: &[u8]) {
         assert!(!changed);
         assert_eq!(injected, json);
     }
-    let _ = cache::plan(Directive::parse(None), field, mode % 2 == 0, Keying::Json(ApiKind::Chat));
+    let _ = cache::plan(
+        Directive::parse(None),
+        field,
+        mode & 1 == 0,
+        Keying::Json(ApiKind::Chat),
+    );
 }
 
 fn has_float(v: &Value) -> bool {
@@ -660,7 +784,11 @@ pub fn cache_entry(data: &[u8]) {
         if let Some(entry) = Entry::decode(bytes) {
             assert_eq!(Entry::decode(&entry.encode()).as_ref(), Some(&entry));
             if let Some(r) = cache::replay(&entry, want_stream, include_usage, Some("m")) {
-                assert!((200..300).contains(&r.status), "replayed status {}", r.status);
+                assert!(
+                    (200..300).contains(&r.status),
+                    "replayed status {}",
+                    r.status
+                );
             }
         }
         return;
@@ -674,8 +802,13 @@ pub fn cache_entry(data: &[u8]) {
     let sse = mode & 0x20 != 0;
     let status = 200 + u32::from(u.u8() % 8);
     let body = u.rest().to_vec();
-    let content_type = if sse { "text/event-stream" } else { "application/json" };
-    let Some(entry) = Entry::from_response(keying, status, Some(content_type), body, 1_700_000_000) else {
+    let content_type = if sse {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    let Some(entry) = Entry::from_response(keying, status, Some(content_type), body, 1_700_000_000)
+    else {
         return;
     };
     let decoded = Entry::decode(&entry.encode()).expect("stored entry decodes");

@@ -410,20 +410,23 @@ pub fn validate(config: &Config, errors: &mut Vec<ConfigError>) {
             }
         }
     }
-    let mut names: Vec<String> = Vec::new();
-    let mut seen_forward: Vec<String> = Vec::new();
+    // Maps, not lists: 10,000 keys must not cost 10,000² comparisons at startup.
+    let mut names: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut seen_forward: std::collections::HashMap<String, usize> =
+        std::collections::HashMap::new();
     for (i, k) in keys.forward.iter().enumerate() {
         let at = |f: &str| format!("keys.forward[{i}].{f}");
         match Secret::parse(&k.key) {
             Ok(s @ (Secret::Literal(_) | Secret::Env(_))) => {
                 let id = s.reference(None);
-                if let Some(j) = seen_forward.iter().position(|o| *o == id) {
+                if let Some(j) = seen_forward.get(&id) {
                     errors.push(ConfigError::new(
                         at("key"),
                         format!("the same key as keys.forward[{j}]"),
                     ));
+                } else {
+                    seen_forward.insert(id, i);
                 }
-                seen_forward.push(id);
             }
             Ok(Secret::File(_)) => {}
             Err(e) => errors.push(ConfigError::new(at("key"), e)),
@@ -434,13 +437,13 @@ pub fn validate(config: &Config, errors: &mut Vec<ConfigError>) {
                 at("name"),
                 "1 to 64 letters, digits, `_` or `-`",
             ));
-        } else if let Some(j) = names.iter().position(|n| *n == name) {
+        } else if let Some(j) = names.get(&name) {
             errors.push(ConfigError::new(
                 at("name"),
                 format!("`{name}` is already used by keys.forward[{j}]"),
             ));
         }
-        names.push(name);
+        names.entry(name).or_insert(i);
         if !known_level(k.level) {
             errors.push(ConfigError::new(
                 at("level"),
@@ -712,6 +715,14 @@ pub struct Access {
     pools: Vec<BTreeMap<u32, Vec<usize>>>,
     routes: Vec<RouteAccess>,
     cooldown_ms: u64,
+    /// SHA-256 of each forward key → its index (the first, for duplicates): a lookup costs one
+    /// hash whatever the number of keys.
+    by_digest: std::collections::HashMap<[u8; 32], usize>,
+}
+
+fn key_digest(key: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(key).into()
 }
 
 /// What the key in a request means.
@@ -836,7 +847,12 @@ impl Access {
             }
             pools.push(pool);
         }
+        let mut by_digest = std::collections::HashMap::with_capacity(forward.len());
+        for (i, k) in forward.iter().enumerate() {
+            by_digest.entry(key_digest(&k.key)).or_insert(i);
+        }
         Ok(Access {
+            by_digest,
             ip,
             forward,
             upstream,
@@ -881,16 +897,14 @@ impl Access {
         self.cooldown_ms
     }
 
-    /// The forward key equal to `presented`. Every configured key is compared, each without early
-    /// exit, so the time taken does not reveal which key (or which byte) differed.
+    /// The forward key equal to `presented`. The presented key is hashed (SHA-256) and the digest
+    /// looked up, then compared in constant time: the time taken does not depend on how many keys
+    /// there are, nor reveal which key or which byte came close (an attacker cannot steer digest
+    /// prefixes).
     pub fn lookup(&self, presented: &str) -> Option<usize> {
-        let mut found = None;
-        for (i, k) in self.forward.iter().enumerate() {
-            if constant_time_eq(&k.key, presented.as_bytes()) && found.is_none() {
-                found = Some(i);
-            }
-        }
-        found
+        let i = *self.by_digest.get(&key_digest(presented.as_bytes()))?;
+        let key = self.forward.get(i)?;
+        constant_time_eq(&key.key, presented.as_bytes()).then_some(i)
     }
 
     /// Decides what the presented key (from the route's key location) means.

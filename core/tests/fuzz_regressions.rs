@@ -11,7 +11,9 @@ mod checks;
 use std::path::PathBuf;
 
 fn replay(target: &str, check: fn(&[u8])) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions").join(target);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/regressions")
+        .join(target);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
@@ -20,10 +22,21 @@ fn replay(target: &str, check: fn(&[u8])) {
     for file in &files {
         let data = std::fs::read(file).unwrap();
         let outcome = std::panic::catch_unwind(|| check(&data));
-        assert!(outcome.is_ok(), "regression input {} fails again", file.display());
+        assert!(
+            outcome.is_ok(),
+            "regression input {} fails again",
+            file.display()
+        );
     }
     // An empty input and a few tiny ones always run, so each check is exercised natively.
-    for data in [&b""[..], b"\x00", b"\x01", b"\x04", b"\x02{}", b"\x00data: x\n\n"] {
+    for data in [
+        &b""[..],
+        b"\x00",
+        b"\x01",
+        b"\x04",
+        b"\x02{}",
+        b"\x00data: x\n\n",
+    ] {
         check(data);
     }
 }

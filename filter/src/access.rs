@@ -50,6 +50,8 @@ fn bump(id: Option<u32>) {
 pub struct AccessState {
     pub rules: Access,
     metrics: AccessMetrics,
+    /// Shared-data key of each `(route, level)` pool's rotation counter, built once.
+    rotation_keys: std::collections::HashMap<(usize, u32), String>,
 }
 
 impl AccessState {
@@ -59,11 +61,13 @@ impl AccessState {
         let env = |name: &str| std::env::var(name).ok();
         let rules = Access::compile(&config.access, config.routes.len(), &env)?;
         // Create the rotation counters up front so every later write can use CAS.
+        let mut rotation_keys = std::collections::HashMap::new();
         for (route, level) in rules.pool_ids() {
             let key = rotation_key(&rules, route, level);
             if let Ok((None, _)) = hostcalls::get_shared_data(&key) {
                 let _ = hostcalls::set_shared_data(&key, Some(&0u64.to_le_bytes()), None);
             }
+            rotation_keys.insert((route, level), key);
         }
         let metrics = if rules.keys_required() || !rules.ip_open() || rules.upstream_count() > 0 {
             AccessMetrics {
@@ -76,7 +80,11 @@ impl AccessState {
         } else {
             AccessMetrics::default()
         };
-        Ok(AccessState { rules, metrics })
+        Ok(AccessState {
+            rules,
+            metrics,
+            rotation_keys,
+        })
     }
 
     /// Headers phase: IP list, then the key. Sets `client_ip`, `caller`, `api`, `upstream_key` and
@@ -158,7 +166,7 @@ impl AccessState {
                     level: fk.level,
                     key_name: Some(fk.name.clone()),
                 });
-                let chosen = self.next_upstream_key(ex.route, fk.level);
+                let chosen = self.next_upstream_key(ex.route, fk.level, ex.started_ms);
                 ex.upstream_key = chosen;
                 let secret = chosen
                     .and_then(|k| rules.upstream_key(k))
@@ -265,10 +273,12 @@ impl AccessState {
             return;
         }
         // The gateway's own replies (limits, say) carry this header: not the key's fault.
-        if let Ok(Some(_)) = hostcalls::get_map_value(
+        if host::header_value(
             proxy_wasm::types::MapType::HttpResponseHeaders,
             "x-llm-forward-error",
-        ) {
+        )
+        .is_some()
+        {
             return;
         }
         let until = host::now_ms().saturating_add(self.rules.cooldown_ms());
@@ -299,26 +309,33 @@ impl AccessState {
     }
 
     /// The next upstream key of the `(route, level)` pool, skipping cooling keys.
-    fn next_upstream_key(&self, route: usize, level: u32) -> Option<usize> {
+    fn next_upstream_key(&self, route: usize, level: u32, now: u64) -> Option<usize> {
         let pool = self.rules.pool(route, level);
         match pool {
             [] => return None,
             [only] => return Some(*only),
             _ => {}
         }
-        let now = host::now_ms();
+        let now = if now > 0 { now } else { host::now_ms() };
         let cooling = match hostcalls::get_shared_data(COOLDOWNS_KEY) {
             Ok((Some(v), _)) => decode_cooldowns(&v, self.rules.upstream_count()),
             _ => Vec::new(),
         };
-        let key = rotation_key(&self.rules, route, level);
+        let built;
+        let key = match self.rotation_keys.get(&(route, level)) {
+            Some(k) => k,
+            None => {
+                built = rotation_key(&self.rules, route, level);
+                &built
+            }
+        };
         let mut last = None;
         for _ in 0..MAX_CAS_TRIES {
-            let (value, cas) = hostcalls::get_shared_data(&key).unwrap_or((None, None));
+            let (value, cas) = hostcalls::get_shared_data(key).unwrap_or((None, None));
             let counter = value.as_deref().map(decode_counter).unwrap_or(0);
             let (pick, next) = pick_key(pool, counter, &cooling, now)?;
             last = Some(pick);
-            match hostcalls::set_shared_data(&key, Some(&next.to_le_bytes()), cas) {
+            match hostcalls::set_shared_data(key, Some(&next.to_le_bytes()), cas) {
                 Err(Status::CasMismatch) => continue,
                 _ => return Some(pick),
             }

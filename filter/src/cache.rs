@@ -121,9 +121,7 @@ impl CacheShared {
     /// Root context: a store call answered.
     pub fn on_store_response(&self) {
         self.in_flight.set(self.in_flight.get().saturating_sub(1));
-        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten();
+        let status = host::header_value(MapType::HttpCallResponseHeaders, ":status");
         match status.as_deref() {
             Some("204") | Some("200") => bump(self.store),
             _ => bump(self.error),
@@ -319,9 +317,7 @@ impl CacheRequest {
             return false;
         }
         self.phase = Phase::Forwarded;
-        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten();
+        let status = host::header_value(MapType::HttpCallResponseHeaders, ":status");
         match status.as_deref() {
             Some("200") => {}
             Some("404") => {
@@ -391,9 +387,7 @@ impl CacheRequest {
         let content_type = match ex.response_content_type.clone() {
             Some(ct) => Some(ct),
             None => {
-                let ct = hostcalls::get_map_value(MapType::HttpResponseHeaders, "content-type")
-                    .ok()
-                    .flatten();
+                let ct = host::header_value(MapType::HttpResponseHeaders, "content-type");
                 ex.response_content_type = ct.clone();
                 ct
             }

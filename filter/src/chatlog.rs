@@ -150,7 +150,8 @@ impl ChatLog {
 
     /// Response headers: decide how the body is read. Only 2xx answers are parsed.
     pub fn on_response_headers(&mut self, ex: &mut Exchange) {
-        if ex.first_byte_ms.is_none() {
+        // Only the record shows the time to first byte.
+        if self.write && ex.first_byte_ms.is_none() {
             ex.first_byte_ms = Some(host::now_ms());
         }
         if !(200..300).contains(&ex.status) {
@@ -159,9 +160,7 @@ impl ChatLog {
         let content_type = match ex.response_content_type.clone() {
             Some(ct) => ct,
             None => {
-                let ct = hostcalls::get_map_value(MapType::HttpResponseHeaders, "content-type")
-                    .ok()
-                    .flatten()
+                let ct = crate::host::header_value(MapType::HttpResponseHeaders, "content-type")
                     .unwrap_or_default();
                 ex.response_content_type = Some(ct.clone());
                 ct
@@ -171,7 +170,12 @@ impl ChatLog {
             // The parser buffers at most one line plus one pending event.
             Tap::Sse(Box::new(SseTap {
                 parser: SseParser::new(self.max_answer.max(JSON_OVERHEAD)),
-                extractor: StreamExtractor::new(self.max_answer),
+                // Metrics alone need the model and usage: other events are counted, not parsed.
+                extractor: if self.write {
+                    StreamExtractor::new(self.max_answer)
+                } else {
+                    StreamExtractor::usage_only()
+                },
                 events: Vec::new(),
             }))
         } else {
@@ -320,13 +324,39 @@ fn source_ip() -> Option<String> {
     }
 }
 
-/// 128 random bits from the host (WASI `random_get`); falls back to clock bits if that fails.
+thread_local! {
+    /// Per-worker uid state: a 128-bit seed from the host (WASI `random_get`, once) and a counter.
+    static UID: std::cell::Cell<Option<(u64, u64, u64)>> = const { std::cell::Cell::new(None) };
+}
+
+/// SplitMix64's finalizer: a bijection on u64 that scrambles every bit.
+fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// 128 bits: the worker's random seed mixed with a per-worker counter, so uids never repeat within
+/// a worker and look random across workers, without a host call per request. Falls back to clock
+/// bits if the host has no randomness.
 fn new_uid() -> String {
+    let (a, b, n) = UID.with(|cell| {
+        let (a, b, n) = cell.get().unwrap_or_else(|| {
+            let mut seed = [0u8; 16];
+            if getrandom::fill(&mut seed).is_err() {
+                seed[..8].copy_from_slice(&host::now_ms().to_le_bytes());
+            }
+            let (lo, hi) = seed.split_at(8);
+            let word = |s: &[u8]| s.iter().fold(0u64, |w, &x| (w << 8) | u64::from(x));
+            (word(lo), word(hi), 0)
+        });
+        cell.set(Some((a, b, n.wrapping_add(1))));
+        (a, b, n)
+    });
     let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
-        let t = host::now_ms().to_le_bytes();
-        bytes[..8].copy_from_slice(&t);
-    }
+    let (hi, lo) = bytes.split_at_mut(8);
+    hi.copy_from_slice(&mix64(a.wrapping_add(n)).to_be_bytes());
+    lo.copy_from_slice(&mix64(b ^ mix64(n)).to_be_bytes());
     chatlog::hex(&bytes)
 }
 

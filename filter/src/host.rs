@@ -22,7 +22,98 @@ pub fn log(level: LogLevel, message: &str) {
 
 /// All request headers, read in one host call.
 pub fn request_headers() -> Vec<(String, String)> {
-    hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default()
+    header_pairs(MapType::HttpRequestHeaders)
+}
+
+// The SDK's `hostcalls::get_map` / `get_map_value` panic (trapping the VM) on a header value that
+// is not UTF-8 (HTTP allows obs-text bytes, so any client or upstream can send one) and on any
+// status besides Ok/NotFound (a cache call that failed after its headers arrived answers
+// BadArgument for `:status`). These call the ABI directly and never panic: values are decoded
+// lossily (invalid bytes become U+FFFD), failures read as absent.
+extern "C" {
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+}
+
+/// Takes ownership of a buffer the host allocated through the SDK's `proxy_on_memory_allocate`.
+fn host_bytes(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: the host filled `data` with `size` bytes allocated by the module's allocator as a
+    // `Vec<u8>` of that capacity (exactly what the SDK's own wrappers rely on).
+    unsafe { Vec::from_raw_parts(data, size, size) }
+}
+
+/// Every pair of a header map (request, response, call response…); empty when unavailable.
+pub fn header_pairs(map: MapType) -> Vec<(String, String)> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: plain ABI call with out-pointers to locals.
+    let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
+    let bytes = host_bytes(data, size);
+    if status != 0 {
+        return Vec::new();
+    }
+    decode_header_pairs(&bytes)
+}
+
+/// One header of a map (first value); `None` when absent or unavailable in this phase.
+pub fn header_value(map: MapType, name: &str) -> Option<String> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: plain ABI call with a valid key slice and out-pointers to locals.
+    let status = unsafe {
+        proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size)
+    };
+    let bytes = host_bytes(data, size);
+    (status == 0).then(|| String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The proxy-wasm map serialisation: `count`, then `count` × (key length, value length), all u32
+/// little-endian, then each key and value followed by a NUL. Truncated input gives the pairs that
+/// are complete.
+pub fn decode_header_pairs(bytes: &[u8]) -> Vec<(String, String)> {
+    let word = |at: usize| -> Option<usize> {
+        let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        usize::try_from(u32::from_le_bytes(raw)).ok()
+    };
+    let Some(count) = word(0) else {
+        return Vec::new();
+    };
+    let mut pairs = Vec::with_capacity(count.min(256));
+    let Some(mut p) = count.checked_mul(8).and_then(|n| n.checked_add(4)) else {
+        return pairs;
+    };
+    for n in 0..count {
+        let s = 4 + n * 8;
+        let (Some(key_len), Some(value_len)) = (word(s), word(s + 4)) else {
+            break;
+        };
+        let Some(key) = p.checked_add(key_len).and_then(|end| bytes.get(p..end)) else {
+            break;
+        };
+        p += key_len + 1;
+        let Some(value) = p.checked_add(value_len).and_then(|end| bytes.get(p..end)) else {
+            break;
+        };
+        p += value_len + 1;
+        pairs.push((
+            String::from_utf8_lossy(key).into_owned(),
+            String::from_utf8_lossy(value).into_owned(),
+        ));
+    }
+    pairs
 }
 
 pub fn set_request_header(name: &str, value: Option<&str>) {
@@ -61,4 +152,43 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::decode_header_pairs;
+
+    fn encode(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+        for (k, v) in pairs {
+            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        }
+        for (k, v) in pairs {
+            out.extend_from_slice(k);
+            out.push(0);
+            out.extend_from_slice(v);
+            out.push(0);
+        }
+        out
+    }
+
+    #[test]
+    fn header_pairs_decode_lossily_and_never_panic() {
+        let bytes = encode(&[(b":path", b"/v1"), (b"x-latin1", b"caf\xe9")]);
+        assert_eq!(
+            decode_header_pairs(&bytes),
+            vec![
+                (":path".to_string(), "/v1".to_string()),
+                ("x-latin1".to_string(), "caf\u{fffd}".to_string())
+            ]
+        );
+        // Every truncation gives a prefix of the pairs, never a panic.
+        for cut in 0..bytes.len() {
+            assert!(decode_header_pairs(&bytes[..cut]).len() <= 2);
+        }
+        assert!(decode_header_pairs(&[0xff, 0xff, 0xff, 0xff]).is_empty());
+        assert!(decode_header_pairs(&[]).is_empty());
+    }
 }

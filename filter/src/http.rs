@@ -205,9 +205,7 @@ impl HttpContext for RequestFilter {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if let Some(ex) = self.exchange.as_mut() {
-            let status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
-                .ok()
-                .flatten();
+            let status = host::header_value(MapType::HttpResponseHeaders, ":status");
             ex.status = status.and_then(|s| s.parse().ok()).unwrap_or(0);
             self.plugin.access.on_response_headers(ex);
             if let Some(log) = self.chatlog.as_mut() {

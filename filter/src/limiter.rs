@@ -119,7 +119,12 @@ pub struct LimitsShared {
     paced: RefCell<HashMap<u32, Paced>>,
     /// Identifies this VM's creation-lock entries.
     owner: u64,
+    /// Storage keys by rule id and subject (see [`LimitsShared::slots_for`]).
+    slot_memo: RefCell<HashMap<String, Vec<Slot>>>,
 }
+
+/// Subjects whose storage keys a worker remembers.
+const MAX_SLOT_MEMO: usize = 4096;
 
 fn counter(name: &str) -> Option<u32> {
     hostcalls::define_metric(MetricType::Counter, name).ok()
@@ -166,6 +171,7 @@ impl LimitsShared {
             charge_failed: counter("llm_forward.limit_charge_failed_total"),
             paced: RefCell::new(HashMap::new()),
             owner: u64::from_le_bytes(owner),
+            slot_memo: RefCell::new(HashMap::new()),
         }
     }
 
@@ -224,6 +230,25 @@ impl LimitsShared {
             let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, 0, &bytes);
             let _ = hostcalls::resume_http_response();
         }
+    }
+
+    /// The slots of `(rule id, spec, subject)`, remembered per worker: their keys hash the subject
+    /// (SHA-256), which every request of the same caller would otherwise redo. Bounded: the memo is
+    /// emptied when it reaches [`MAX_SLOT_MEMO`] subjects.
+    fn slots_for(&self, id: &str, spec: &LimitSpec, subject: &str) -> Vec<Slot> {
+        let Ok(mut memo) = self.slot_memo.try_borrow_mut() else {
+            return slots_for(id, spec, subject);
+        };
+        let memo_key = format!("{id}\n{subject}");
+        if let Some(slots) = memo.get(&memo_key) {
+            return slots.clone();
+        }
+        let slots = slots_for(id, spec, subject);
+        if memo.len() >= MAX_SLOT_MEMO {
+            memo.clear();
+        }
+        memo.insert(memo_key, slots.clone());
+        slots
     }
 
     fn forget(&self, context_id: u32) {
@@ -340,7 +365,12 @@ impl LimitRequest {
             ip: ex.client_ip,
             level,
         };
-        let now = host::now_ms();
+        // The arrival time, read once by the headers phase.
+        let now = if ex.started_ms > 0 {
+            ex.started_ms
+        } else {
+            host::now_ms()
+        };
         let mut lr = LimitRequest {
             context_id,
             ..LimitRequest::default()
@@ -349,7 +379,7 @@ impl LimitRequest {
         // Token quota first: it only reads, so a request it refuses costs no request slot.
         if let Some(i) = select(&limits.tokens, &ex.path, level) {
             if let (Some(rule), Some(id)) = (limits.tokens.get(i), shared.token_ids.get(i)) {
-                let slots = slots_for(id, &rule.limit, &subject(rule.per, &who));
+                let slots = shared.slots_for(id, &rule.limit, &subject(rule.per, &who));
                 if !slots.is_empty() {
                     match check_all(&mut HostStore, limits.strategy, &slots, now) {
                         Acquire::Allowed(c) => {
@@ -386,7 +416,7 @@ impl LimitRequest {
                 global_subject(&ex.path, &who),
             ),
         };
-        let slots = slots_for(id, spec, &subj);
+        let slots = shared.slots_for(id, spec, &subj);
         if !slots.is_empty() {
             let tries = Tries::default();
             match acquire(
@@ -474,12 +504,10 @@ impl LimitRequest {
         let content_type = match &ex.response_content_type {
             Some(ct) => ct.clone(),
             None => {
-                let ct = hostcalls::get_map_value(
+                let ct = crate::host::header_value(
                     proxy_wasm::types::MapType::HttpResponseHeaders,
                     "content-type",
                 )
-                .ok()
-                .flatten()
                 .unwrap_or_default();
                 ex.response_content_type = Some(ct.clone());
                 ct
@@ -500,7 +528,7 @@ impl LimitRequest {
             self.tap = if sse {
                 Tap::Sse {
                     parser: SseParser::new(MAX_EVENT_BYTES),
-                    extractor: StreamExtractor::new(0),
+                    extractor: StreamExtractor::usage_only(),
                 }
             } else {
                 Tap::Json(Vec::new(), false)

@@ -840,13 +840,18 @@ fn sse_bytes(data: &str) -> Bytes {
     }
 }
 
-fn sse_response(events: Vec<SseEvent>, delay: Duration, reset_after: Option<usize>) -> Response<Body> {
+fn sse_response(
+    events: Vec<SseEvent>,
+    delay: Duration,
+    reset_after: Option<usize>,
+) -> Response<Body> {
     // Capacity 1: the producer runs at most one event ahead of the socket (backpressure).
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(1);
     tokio::spawn(async move {
         for (sent, event) in events.into_iter().enumerate() {
             if reset_after == Some(sent) {
-                let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "x-mock-reset-after");
+                let reset =
+                    std::io::Error::new(std::io::ErrorKind::ConnectionReset, "x-mock-reset-after");
                 let _ = tx.send(Err(reset)).await;
                 return;
             }

@@ -81,14 +81,34 @@ fn config(upstream: &str, port: u16, admin: u16, console: u16, token: bool, extr
     } else {
         String::new()
     };
-    format!(
-        "server:\n  address: 127.0.0.1\n  port: {port}\n  admin_port: {admin}\n  concurrency: 1\n\
-cache:\n  openai: false\nconsole:\n  port: {console}\n{token}\
-keys:\n  upstream:\n    - key: sk-upstream-secret-value-1\n      levels: [0, 1]\n  forward:\n\
-    - {{name: alice, key: fk-alice-secret-value, level: 1}}\n    - {{name: ops, key: \"${{FK_ENV_KEY}}\", level: 0}}\n\
-  levels:\n    1: [gpt-4o]\n\
-routes:\n  - route: /\n    base_url: {upstream}\n{extra}"
-    )
+    let text = r#"server:
+  address: 127.0.0.1
+  port: PORT
+  admin_port: ADMIN
+  concurrency: 1
+cache:
+  openai: false
+console:
+  port: CONSOLE
+TOKENkeys:
+  upstream:
+    - key: sk-upstream-secret-value-1
+      levels: [0, 1]
+  forward:
+    - {name: alice, key: fk-alice-secret-value, level: 1}
+    - {name: ops, key: "${FK_ENV_KEY}", level: 0}
+  levels:
+    1: [gpt-4o]
+routes:
+  - route: /
+    base_url: UPSTREAM
+"#;
+    text.replace("PORT", &port.to_string())
+        .replace("ADMIN", &admin.to_string())
+        .replace("CONSOLE", &console.to_string())
+        .replace("TOKEN", &token)
+        .replace("UPSTREAM", upstream)
+        + extra
 }
 
 fn api(
@@ -278,7 +298,12 @@ fn the_api_needs_the_token_hides_keys_validates_fields_and_applies_with_a_backup
     );
     let url = format!("http://127.0.0.1:{port}/v1/models");
     let statuses: Vec<u16> = (0..2)
-        .map(|_| client().get(&url).send().unwrap().status().as_u16())
+        .map(|_| {
+            let req = client()
+                .get(&url)
+                .bearer_auth("fk-from-the-environment-123");
+            req.send().unwrap().status().as_u16()
+        })
         .collect();
     assert_eq!(
         statuses,

@@ -180,7 +180,10 @@ fn post(
 /// The answer text of a chat response (JSON or SSE), as a client reads it.
 fn answer_text(reply: &Reply) -> String {
     let text = reply.text();
-    if reply.header("content-type").starts_with("text/event-stream") {
+    if reply
+        .header("content-type")
+        .starts_with("text/event-stream")
+    {
         let mut parser = llm_forward_core::sse::SseParser::new(1 << 24);
         let mut events = Vec::new();
         parser.feed(text.as_bytes(), &mut events);
@@ -190,7 +193,10 @@ fn answer_text(reply: &Reply) -> String {
         }
         let a = ex.into_answer();
         assert!(a.done, "no [DONE]: {text}");
-        a.choices.first().map(|c| c.content.clone()).unwrap_or_default()
+        a.choices
+            .first()
+            .map(|c| c.content.clone())
+            .unwrap_or_default()
     } else {
         let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
         v["choices"][0]["message"]["content"]
@@ -344,33 +350,71 @@ fn cache_service_slow_is_a_miss_after_the_lookup_timeout() {
     assert_vm_healthy(&gw, &health);
 }
 
+/// The garbage the fake cache answers with, chosen by the test (see `garbage`).
+static GARBAGE_KIND: AtomicUsize = AtomicUsize::new(0);
+const GARBAGE_KINDS: usize = 10;
+
+fn garbage(kind: usize) -> Vec<u8> {
+    let hostile_status = |status: u16| {
+        let meta = json!({"status": status, "content_type": "application/json", "kind": "json",
+            "api": "chat", "answer": {"choices": [{"index": 0, "content": "cached"}]}, "created": 1});
+        http_200(&entry(&meta, b"{\"choices\":[]}"))
+    };
+    match kind {
+        0 => b"this is not HTTP at all\r\n\r\n".to_vec(),
+        1 => http_200(b"not an entry"),
+        2 => http_200(b"LFC1\xff\xff\xff\xffshort"),
+        3 => http_200(b"LFC1\x00\x00\x00\x05{bad}body"),
+        4 => hostile_status(0),
+        5 => hostile_status(101),
+        6 => hostile_status(999),
+        7 => b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\nLFC1 cut short".to_vec(),
+        8 => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n".to_vec(),
+        _ => vec![0u8; 3000],
+    }
+}
+
 #[test]
 fn cache_service_answering_garbage_fails_open() {
-    fn answer(n: usize) -> Option<Vec<u8>> {
-        let hostile_status = |status: u16| {
-            let meta = json!({"status": status, "content_type": "application/json", "kind": "json",
-                "api": "chat", "answer": {"choices": [{"index": 0, "content": "cached"}]}, "created": 1});
-            http_200(&entry(&meta, b"{\"choices\":[]}"))
-        };
-        Some(match n % 10 {
-            0 => b"this is not HTTP at all\r\n\r\n".to_vec(),
-            1 => http_200(b"not an entry"),
-            2 => http_200(b"LFC1\xff\xff\xff\xffshort"),
-            3 => http_200(b"LFC1\x00\x00\x00\x05{bad}body"),
-            4 => hostile_status(0),
-            5 => hostile_status(101),
-            6 => hostile_status(999),
-            7 => b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\nLFC1 cut short".to_vec(),
-            8 => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n".to_vec(),
-            _ => vec![0u8; 3000],
-        })
-    }
     let up = mock();
-    let cache = FakeCache::spawn(answer);
+    let cache = FakeCache::spawn(|_| Some(garbage(GARBAGE_KIND.load(Ordering::SeqCst))));
     let gw = Gateway::start(full_config(&up.base_url(), cache.port, 300));
     let health = baseline(&gw);
-    requests_fail_open(&gw, &up, 10, Duration::from_secs(3));
-    assert!(cache.connections.load(Ordering::SeqCst) >= 10);
+    let c = client_with_timeout(10);
+    let mut failures = Vec::new();
+    for kind in 0..GARBAGE_KINDS {
+        GARBAGE_KIND.store(kind, Ordering::SeqCst);
+        for (i, stream) in [false, true, false, true].into_iter().enumerate() {
+            let mut body = chat_body(stream);
+            body["user"] = json!(format!("garbage-{kind}-{i}"));
+            let start = Instant::now();
+            let r = c
+                .post(gw.url("/v1/chat/completions"))
+                .header("authorization", format!("Bearer {FORWARD_KEY}"))
+                .body(body.to_string())
+                .send()
+                .and_then(|r| {
+                    let status = r.status().as_u16();
+                    r.bytes().map(|b| (status, b))
+                });
+            match r {
+                Ok((200, body)) if start.elapsed() < Duration::from_secs(3) => {
+                    let _ = body;
+                }
+                Ok((status, body)) => failures.push(format!(
+                    "garbage {kind}, stream {stream}: {status} after {:?}: {}",
+                    start.elapsed(),
+                    String::from_utf8_lossy(&body)
+                )),
+                Err(e) => failures.push(format!(
+                    "garbage {kind}, stream {stream}: {e:?} after {:?}",
+                    start.elapsed()
+                )),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(cache.connections.load(Ordering::SeqCst) >= GARBAGE_KINDS);
     assert_vm_healthy(&gw, &health);
 }
 
@@ -458,7 +502,10 @@ fn upstream_malformed_sse_passes_through_unchanged() {
         .bytes()
         .unwrap()
         .to_vec();
-    assert!(direct.windows(2).any(|w| w == b"\xff\xfe"), "mock sends bad UTF-8");
+    assert!(
+        direct.windows(2).any(|w| w == b"\xff\xfe"),
+        "mock sends bad UTF-8"
+    );
     for _ in 0..3 {
         let r = post(
             &c,
@@ -471,7 +518,11 @@ fn upstream_malformed_sse_passes_through_unchanged() {
         let body = r.body.as_deref().unwrap();
         // Byte for byte what the upstream sent: the gateway's injected usage chunk (token quota)
         // is removed again, the broken events stay as they were.
-        assert!(body == direct.as_slice(), "stream changed:\n{}", String::from_utf8_lossy(body));
+        assert!(
+            body == direct.as_slice(),
+            "stream changed:\n{}",
+            String::from_utf8_lossy(body)
+        );
         assert!(r.elapsed < Duration::from_secs(8));
     }
     assert_serves(&gw, true);
@@ -531,11 +582,19 @@ fn disconnect_after_first_chunk(gw: &Gateway, user: &str) {
     let start = Instant::now();
     while !seen.windows(5).any(|w| w == b"data:") {
         let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "closed before the first chunk: {}", String::from_utf8_lossy(&seen));
+        assert!(
+            n > 0,
+            "closed before the first chunk: {}",
+            String::from_utf8_lossy(&seen)
+        );
         seen.extend_from_slice(&buf[..n]);
         assert!(start.elapsed() < Duration::from_secs(10));
     }
-    assert!(seen.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&seen));
+    assert!(
+        seen.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
     drop(s);
 }
 
@@ -579,7 +638,10 @@ fn sixty_four_concurrent_streams_all_complete() {
                 );
                 assert_eq!(r.status, 200, "{}", r.text());
                 let text = answer_text(&r);
-                assert_eq!(text, (0..30).map(|i| format!("tok{i} ")).collect::<String>());
+                assert_eq!(
+                    text,
+                    (0..30).map(|i| format!("tok{i} ")).collect::<String>()
+                );
                 r.elapsed
             })
         })
@@ -659,9 +721,47 @@ fn ten_thousand_forward_keys_keep_startup_and_latency_flat() {
         "forward keys: 10 → startup {startup_10:?}, p50 {p50_10:?}; 10,000 → startup {startup_10k:?}, p50 {p50_10k:?}"
     );
     // Figures, with generous bounds only (a loaded CI machine varies a lot).
-    assert!(startup_10k < Duration::from_secs(20), "startup {startup_10k:?}");
+    assert!(
+        startup_10k < Duration::from_secs(20),
+        "startup {startup_10k:?}"
+    );
     assert!(
         p50_10k < p50_10 * 5 + Duration::from_millis(5),
         "p50 {p50_10k:?} with 10,000 keys vs {p50_10:?} with 10"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bytes the SDK does not expect.
+// ---------------------------------------------------------------------------------------------
+
+/// A raw request whose header value is not UTF-8 (obs-text, which HTTP/1.1 allows): the filter
+/// reads every request header, and the SDK's `get_map` would panic on it.
+#[test]
+fn non_utf8_header_values_do_not_trap_the_vm() {
+    let up = mock();
+    let (gw, _cache) = full_gateway(&up);
+    let health = baseline(&gw);
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(gw.addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let body = chat_body(false).to_string();
+        let mut req = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {FORWARD_KEY}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-latin1: caf",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(b"\xe9 cr\xe8me\r\nconnection: close\r\n\r\n");
+        req.extend_from_slice(body.as_bytes());
+        s.write_all(&req).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.1 400"),
+            "{text}"
+        );
+    }
+    assert_serves(&gw, false);
+    assert_vm_healthy(&gw, &health);
 }

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Reproduces the vendored charting library of the console from npm (no build step: the files are
 # committed and embedded with include_str!). uPlot is MIT-licensed; its licence header stays in the file.
+# Expected sha256 of the committed files (npm uplot@1.6.32):
+#   19c8d4c6ad88929a79f4ae49d6f7161566dfd0ba3d15cc495e974f787eb78f1f  uPlot.iife.min.js
+#   df630c6a8d6f8eeaff264b50f73ce5b114f646ffd9a0bb74f049b0a00135fa04  uPlot.min.css
 set -euo pipefail
 cd "$(dirname "$0")"
 VERSION=1.6.32
