@@ -65,7 +65,7 @@ def children(pid):
     return [(int(p), c) for p, c in (l.split(None, 1) for l in out.strip().splitlines() if l.strip())]
 
 
-def config_yaml(port, admin, cache_port, upstream, log_dir, concurrency):
+def config_yaml(port, admin, cache_port, upstream, log_dir, concurrency, cache_max_bytes):
     forward = "\n".join(f"    - {{name: soak-{i:02d}, key: {k}, level: 0}}" for i, k in enumerate(KEYS))
     return f"""
 server: {{address: 127.0.0.1, port: {port}, admin_port: {admin}, concurrency: {concurrency}}}
@@ -83,6 +83,7 @@ ip: {{allow: [127.0.0.0/8]}}
 logging: {{chat: true, rotate_bytes: 10000000}}
 cache:
   backend: memory
+  max_bytes: {cache_max_bytes}
   port: {cache_port}
   openai: true
   routes: [/v1/chat/completions, /v1/embeddings]
@@ -208,6 +209,7 @@ def main():
     ap.add_argument("--workers", type=int, default=16)
     ap.add_argument("--concurrency", type=int, default=2, help="Envoy worker threads")
     ap.add_argument("--capacity-seconds", type=float, default=15.0)
+    ap.add_argument("--cache-max-bytes", type=int, default=268435456, help="memory cache bound (default 256 MiB)")
     args = ap.parse_args()
     for f in (GATEWAY, FILTER):
         if not f.is_file():
@@ -221,7 +223,8 @@ def main():
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(mock)
         cfg = tmp / "llm-forward.yaml"
-        cfg.write_text(config_yaml(port, admin, cache_port, f"http://127.0.0.1:{up_port}", tmp / "Log", args.concurrency))
+        cfg.write_text(config_yaml(port, admin, cache_port, f"http://127.0.0.1:{up_port}", tmp / "Log", args.concurrency,
+                                   args.cache_max_bytes))
         run_log = open(tmp / "run.log", "w")
         run = subprocess.Popen([str(GATEWAY), "run", "-v", "--config", str(cfg), "--wasm", str(FILTER)],
                                stdout=run_log, stderr=subprocess.STDOUT, cwd=tmp)
