@@ -194,7 +194,8 @@ def ttfb_ms(url, headers, body, n=20):
 def start_openai_forward(tmp, upstream, port):
     venv = tmp / "aifd-venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    r = subprocess.run([str(venv / "bin/pip"), "install", "-q", "openai-forward"], capture_output=True, text=True)
+    # openai-forward imports `yaml` without declaring PyYAML as a dependency.
+    r = subprocess.run([str(venv / "bin/pip"), "install", "-q", "openai-forward", "pyyaml"], capture_output=True, text=True)
     if r.returncode != 0:
         print(f"OpenAI-Forward did not install: {r.stderr.strip()[-300:]}")
         return None
@@ -371,7 +372,7 @@ def main():
             if n in names:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as r:
                     text = r.read().decode()
-                got = {k: int(float(v)) for k, v in re.findall(r"llm_forward_cache_(hits|misses)_total\s+([\d.e+]+)", text)}
+                got = {k: int(float(v)) for k, v in re.findall(r"llm_forward_cache_(hits|misses)_total(?:\{[^}]*\})?\s+([\d.e+]+)", text)}
                 print(f"\n{n}: cache service hits {got.get('hits', 0)}, misses {got.get('misses', 0)}")
         print()
         for a, b in (("c", "b"), ("d", "b"), ("g", "b"), ("f0", "b"), ("c", "o")):
