@@ -107,7 +107,7 @@ impl Default for CacheConfig {
             path: "cache.redb".into(),
             redis_url: "redis://127.0.0.1:6379".into(),
             ttl_seconds: 86_400,
-            openai: true,
+            openai: false,
             general: false,
             routes: vec!["/v1/chat/completions".into(), "/v1/embeddings".into()],
             default_request_caching: false,

@@ -373,12 +373,18 @@ mod tests {
     #[test]
     fn caching_probe_agrees_with_take_caching_flag() {
         for (body, want) in [
-            (r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#, Some(false)),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+                Some(false),
+            ),
             (r#"{"model":"m","caching":true}"#, Some(true)),
             (r#"{"caching":null}"#, Some(true)),
             (r#"{"caching":"yes","model":"m"}"#, Some(true)),
             (r#"{"\u0063aching":false}"#, Some(true)),
-            (r#"{"messages":[{"caching":true}],"meta":{"caching":1}}"#, Some(false)),
+            (
+                r#"{"messages":[{"caching":true}],"meta":{"caching":1}}"#,
+                Some(false),
+            ),
             (r#"{"model":"caching"}"#, Some(false)),
             (r#"[{"caching":true}]"#, None),
             (r#"{"model":"m""#, None),

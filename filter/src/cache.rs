@@ -218,8 +218,12 @@ impl CacheRequest {
                     // key scan tells without building the body's `Value`.
                     let absent = cache_key::caching_field_present(body) == Some(false);
                     if absent
-                        && core_cache::plan(self.directive, CachingField::Absent, default, self.keying)
-                            == Plan::Bypass
+                        && core_cache::plan(
+                            self.directive,
+                            CachingField::Absent,
+                            default,
+                            self.keying,
+                        ) == Plan::Bypass
                     {
                         return self.bypass(plugin, ex);
                     }

@@ -110,7 +110,7 @@ mod tests {
     #[test]
     fn plugin_config_parses_as_the_filter_config_and_keys_stay_references() {
         let c = parse_yaml(
-            "routes:\n  - route: /\n    base_url: http://up\nkeys:\n  upstream:\n    - key: ${OPENAI_KEY}\n  forward:\n    - key: ${FK}\nlogging:\n  chat: true\n",
+            "routes:\n  - route: /\n    base_url: http://up\nkeys:\n  upstream:\n    - key: ${OPENAI_KEY}\n  forward:\n    - key: ${FK}\nlogging:\n  chat: true\ncache:\n  openai: true\n",
         )
         .unwrap()
         .validate()

@@ -544,6 +544,7 @@ mod tests {
     fn cache_cluster_follows_the_cache_switches() {
         let mut c = Config::default();
         c.cache.port = 9123;
+        c.cache.openai = true;
         let v = render(c.clone());
         let clusters = v["static_resources"]["clusters"].as_array().unwrap();
         let cache = clusters

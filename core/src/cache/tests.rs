@@ -2,8 +2,13 @@ use super::*;
 use crate::answer::{Choice, ToolCall, Usage};
 use serde_json::json;
 
+/// The default settings with caching switched on for openai routes (it is off by default).
 fn filter_cache() -> FilterCache {
-    FilterCache::from_config(&CacheConfig::default()).unwrap()
+    let c = CacheConfig {
+        openai: true,
+        ..CacheConfig::default()
+    };
+    FilterCache::from_config(&c).unwrap()
 }
 
 const CHAT_JSON: &str = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hello world"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
@@ -28,7 +33,7 @@ fn answer_from_sse(body: &[u8]) -> Answer {
 }
 
 #[test]
-fn defaults_cache_chat_and_embeddings_on_openai_routes_only() {
+fn default_routes_cache_chat_and_embeddings_on_openai_routes_only() {
     let fc = filter_cache();
     assert_eq!(
         fc.classify(RouteKind::Openai, "/v1/chat/completions", "POST"),
@@ -57,6 +62,7 @@ fn defaults_cache_chat_and_embeddings_on_openai_routes_only() {
 #[test]
 fn routes_list_and_wildcards_select_paths() {
     let c = CacheConfig {
+        openai: true,
         general: true,
         routes: vec!["/v1/completions".into(), "/echo/*".into()],
         ..CacheConfig::default()
@@ -398,4 +404,13 @@ fn keys_are_checked_by_the_service_rule() {
     assert!(!valid_key("../x"));
     assert!(!valid_key(""));
     assert!(!valid_key(&"a".repeat(MAX_KEY_LEN + 1)));
+}
+
+#[test]
+fn caching_is_off_unless_configured() {
+    let c = CacheConfig::default();
+    assert!(
+        !c.enabled(),
+        "like OpenAI-Forward's CACHE_OPENAI/CACHE_GENERAL, the cache is opt-in"
+    );
 }
