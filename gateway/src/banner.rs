@@ -47,6 +47,45 @@ pub fn banner(config: &ValidConfig, version: &str, access_log: &str, demo: bool)
             ),
         ));
     }
+    let limits = &config.raw.limits;
+    if !limits.requests.is_empty()
+        || !limits.global.is_unlimited()
+        || !limits.tokens.is_empty()
+        || !limits.pacing.is_empty()
+    {
+        rows.push((
+            "limits".into(),
+            format!(
+                "{}, {} request rule(s), global {}, {} token quota(s), {} pacing rule(s)",
+                limits.strategy,
+                limits.requests.len(),
+                limits.global,
+                limits.tokens.len(),
+                limits.pacing.len()
+            ),
+        ));
+    }
+    let cache = &config.raw.cache;
+    rows.push((
+        "cache".into(),
+        if cache.enabled() {
+            format!(
+                "{:?} on 127.0.0.1:{}, ttl {}s",
+                cache.backend, cache.port, cache.ttl_seconds
+            )
+            .to_lowercase()
+        } else {
+            "off".into()
+        },
+    ));
+    rows.push((
+        "chat logs".into(),
+        if config.raw.logging.chat {
+            format!("on, in {}/<route>/chat.log", config.raw.log_dir)
+        } else {
+            "off".into()
+        },
+    ));
     rows.push((
         "admin".into(),
         format!("http://127.0.0.1:{} (stats, ready)", server.admin_port),
@@ -62,9 +101,11 @@ pub fn banner(config: &ValidConfig, version: &str, access_log: &str, demo: bool)
         " llm-forward {version} is ready to serve on http://{host}:{} ",
         server.port
     );
-    let width = rows
+    let lines: Vec<String> = rows.iter().map(|(k, v)| format!("  {k:<11} {v}")).collect();
+    // Every row is `│` + line + padding + ` │`; the borders are as wide as the widest row.
+    let width = lines
         .iter()
-        .map(|(k, v)| k.chars().count() + v.chars().count() + 6)
+        .map(|l| l.chars().count() + 3)
         .chain([title.chars().count() + 4])
         .max()
         .unwrap_or(60);
@@ -77,9 +118,8 @@ pub fn banner(config: &ValidConfig, version: &str, access_log: &str, demo: bool)
         title,
         "─".repeat(pad - pad / 2)
     );
-    for (k, v) in rows {
-        let line = format!("  {k:<11} {v}");
-        let fill = width.saturating_sub(line.chars().count() + 2);
+    for line in lines {
+        let fill = width.saturating_sub(line.chars().count() + 3);
         let _ = writeln!(out, "│{line}{} │", " ".repeat(fill));
     }
     let _ = writeln!(out, "╰{}╯", "─".repeat(width.saturating_sub(2)));
@@ -112,5 +152,34 @@ mod tests {
         assert!(b.contains("http://localhost:8000"), "{b}");
         assert!(b.contains("https://api.openai.com (openai)"), "{b}");
         assert!(b.contains("127.0.0.1:8001"), "{b}");
+    }
+
+    #[test]
+    fn banner_summarises_keys_limits_cache_and_logs_without_secrets() {
+        let c = crate::config_file::parse_yaml(
+            "keys:\n  upstream:\n    - key: sk-secret-value-1\n      levels: [0]\n  forward:\n    - name: alice\n      key: fk-secret-alice\n      level: 0\nlimits:\n  requests:\n    - path: /v1/chat/completions\n      limit: 5/minute\n      per: key\ncache:\n  openai: true\nlogging:\n  chat: true\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        let b = banner(&c, "0.1.0", "Log/access.log", false);
+        assert!(b.contains("1 upstream, 1 forward"), "{b}");
+        assert!(b.contains("1 request rule(s)"), "{b}");
+        assert!(b.contains("memory on 127.0.0.1:8002"), "{b}");
+        assert!(b.contains("chat logs   on"), "{b}");
+        assert!(!b.contains("secret"), "{b}");
+    }
+
+    #[test]
+    fn every_banner_line_is_as_wide_as_the_box() {
+        let b = banner(
+            &Config::default().validate().unwrap(),
+            "0.1.0",
+            "/a/very/long/path/to/Log/access.log",
+            true,
+        );
+        let widths: Vec<usize> = b.lines().map(|l| l.chars().count()).collect();
+        assert!(widths.len() > 3);
+        assert!(widths.iter().all(|w| *w == widths[0]), "{b}");
     }
 }
