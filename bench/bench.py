@@ -7,6 +7,8 @@ Variants, all in front of the same fast upstream (the gateway's Rust mock):
   g  Envoy + a no-op wasm filter: the floor of any wasm design on V8
   f0 Envoy + llm-forward with no features configured (routing + metrics only)
   c  Envoy + llm-forward with forward keys, IP list, request limits and chat logging on
+     (the key's level restricts models, so the body is held and parsed; c0, only with --only:
+     the same with a level-0 key, no model check, nothing held)
   d  c + cache hits (every request answered from the cache)
   e  streaming: a 100-chunk SSE answer through c, bytes/s and time to first byte
   o  OpenAI-Forward (`aifd run`), configured equivalently, when --openai-forward is given and it installs
@@ -72,12 +74,13 @@ def base_config(upstream, port, admin, concurrency, log_dir):
     }
 
 
-def feature_config(cfg, cache_port=None):
-    """The (c) configuration: keys + IP list + request limits + logging (+ cache for d)."""
+def feature_config(cfg, cache_port=None, level=1):
+    """The (c) configuration: keys + IP list + request limits + logging (+ cache for d). With
+    `level=0` (variant c0) the forward key may use every model, so no request body is held."""
     cfg = json.loads(json.dumps(cfg))
     cfg["keys"] = {
         "upstream": [{"key": "sk-bench-a", "levels": [0, 1]}, {"key": "sk-bench-b", "levels": [0, 1]}],
-        "forward": [{"name": "bench", "key": "fk-bench", "level": 1}],
+        "forward": [{"name": "bench", "key": "fk-bench", "level": level}],
         "levels": {1: ["gpt-4o-mini", "gpt-4o*"]},
     }
     cfg["ip"] = {"allow": ["127.0.0.0/8", "::1"], "deny": ["10.0.0.0/8"]}
@@ -231,7 +234,7 @@ def main():
     ap.add_argument("--only", default="",
                     help="comma list of variants to run (default all); extra ones: " + ",".join(EXTRA))
     ap.add_argument("--baseline-wasm", default="",
-                    help="another build of the filter: adds f0@base, c@base, d@base (name them in --only) for A/B")
+                    help="another build of the filter: adds f0@base, c@base, c0@base, d@base (name them in --only) for A/B")
     ap.add_argument("--wasm", default="", help="the llm-forward filter build to measure (default: the release build)")
     args = ap.parse_args()
     global FILTER
@@ -261,7 +264,8 @@ def main():
         only = set(filter(None, args.only.split(",")))
 
         def want(n):
-            return n in only if n in EXTRA or n.endswith("@base") else (not only or n in only)
+            named_only = n in EXTRA or n.endswith("@base") or n == "c0"
+            return n in only if named_only else (not only or n in only)
 
         auth = {"Authorization": "Bearer fk-bench"}
         if want("b") or not only:
@@ -282,6 +286,9 @@ def main():
                     variants["c" + suffix] = (url, auth, p)
                 except RuntimeError as e:
                     print(f"variant c{suffix} unavailable: {e}")
+            if want("c0" + suffix):
+                url, p = envoy_variant("c0" + suffix, feature_config(cfg(), level=0), wasm)
+                variants["c0" + suffix] = (url, auth, p)
             if want("d" + suffix):
                 try:
                     cache_cfg = feature_config(cfg(), cache_port=free_port())
@@ -341,7 +348,8 @@ def main():
 
         label = {
             "a": "a upstream alone", "b": "b plain Envoy", "g": "g no-op wasm filter",
-            "f0": "   llm-forward, no features", "c": "c keys+IP+limits+logs", "d": "d c + cache hits",
+            "f0": "   llm-forward, no features", "c": "c keys+IP+limits+logs",
+            "c0": "   c, level-0 key (body not held)", "d": "d c + cache hits",
             "o": "o OpenAI-Forward", "f0m": "   f0, logging.metrics off", "f0k": "   f0, cache.openai off",
             "f0x": "   f0, cache.openai + metrics off",
             "cm": "   c, chat log off (metrics on)", "cn": "   c, chat log and metrics off",

@@ -20,6 +20,8 @@ use crate::sse::{SseEvent, SseParser};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod hot;
+
 /// The Envoy cluster the filter calls for lookups and stores.
 pub const CACHE_CLUSTER: &str = "llm_forward_cache";
 /// Request header with a per-request instruction: `skip` (no lookup, no store) or `refresh` (no
@@ -27,6 +29,9 @@ pub const CACHE_CLUSTER: &str = "llm_forward_cache";
 pub const CONTROL_HEADER: &str = "x-llm-forward-cache";
 /// Response header saying what the cache did: `HIT`, `MISS` or `BYPASS`.
 pub const STATUS_HEADER: &str = "x-cache";
+/// Response header of a hit saying where it came from: `worker` (the worker's hot cache) or
+/// `service` (the cache service).
+pub const SOURCE_HEADER: &str = "x-cache-source";
 /// Request header of a store (`PUT /entries/<key>`): seconds the entry lives.
 pub const TTL_HEADER: &str = "x-ttl-seconds";
 /// Longest key the service accepts.
@@ -96,6 +101,25 @@ pub struct CacheConfig {
     pub timeout_ms: u64,
     /// Responses larger than this are not stored.
     pub max_entry_bytes: u64,
+    /// Per Envoy worker: bytes of recently fetched or stored entries kept in the filter's memory
+    /// (answered without asking the cache service); 0 turns the worker cache off.
+    pub hot_bytes: u64,
+    /// Longest time a worker keeps an entry before asking the service again (never past the
+    /// entry's own TTL), so workers and gateways converge.
+    pub hot_ttl_seconds: u64,
+}
+
+/// Default of `cache.hot_bytes`: 8 MiB per worker.
+pub const DEFAULT_HOT_BYTES: u64 = 8 * 1024 * 1024;
+/// Default of `cache.hot_ttl_seconds`.
+pub const DEFAULT_HOT_TTL_SECONDS: u64 = 60;
+
+fn default_hot_bytes() -> u64 {
+    DEFAULT_HOT_BYTES
+}
+
+fn default_hot_ttl_seconds() -> u64 {
+    DEFAULT_HOT_TTL_SECONDS
 }
 
 impl Default for CacheConfig {
@@ -114,6 +138,8 @@ impl Default for CacheConfig {
             scope: ScopeMode::Level,
             timeout_ms: 100,
             max_entry_bytes: 4 * 1024 * 1024,
+            hot_bytes: DEFAULT_HOT_BYTES,
+            hot_ttl_seconds: DEFAULT_HOT_TTL_SECONDS,
         }
     }
 }
@@ -145,6 +171,18 @@ impl CacheConfig {
             errors.push(ConfigError::new(
                 "cache.max_entry_bytes",
                 "must be 1024 to 268435456",
+            ));
+        }
+        if self.hot_bytes > 1024 * 1024 * 1024 {
+            errors.push(ConfigError::new(
+                "cache.hot_bytes",
+                "must be 0 (off) to 1073741824",
+            ));
+        }
+        if self.hot_ttl_seconds == 0 || self.hot_ttl_seconds > 86_400 {
+            errors.push(ConfigError::new(
+                "cache.hot_ttl_seconds",
+                "must be 1 to 86400 seconds",
             ));
         }
         if self.backend == CacheBackend::Memory && self.max_bytes < self.max_entry_bytes {
@@ -256,6 +294,10 @@ pub struct FilterCache {
     pub timeout_ms: u64,
     pub max_entry_bytes: u64,
     pub ttl_seconds: u64,
+    #[serde(default = "default_hot_bytes")]
+    pub hot_bytes: u64,
+    #[serde(default = "default_hot_ttl_seconds")]
+    pub hot_ttl_seconds: u64,
 }
 
 impl FilterCache {
@@ -269,6 +311,8 @@ impl FilterCache {
             timeout_ms: c.timeout_ms,
             max_entry_bytes: c.max_entry_bytes,
             ttl_seconds: c.ttl_seconds,
+            hot_bytes: c.hot_bytes,
+            hot_ttl_seconds: c.hot_ttl_seconds,
         })
     }
 

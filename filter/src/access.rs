@@ -3,11 +3,13 @@
 //! reads what they need from Envoy and applies their answer.
 //!
 //! Shared data (one store per `vm_id`, shared by every worker):
-//! - `llm_forward.access.rr.<level>.<key indexes>`: the rotation counter of one pool (8 bytes LE).
+//! - `llm_forward.access.rr.<level>.<key indexes>`: one pool's rotation counter (8 bytes LE), then
+//!   the cooldown table: until-ms per upstream key index (8 bytes LE each; absent = none cooling).
 //!   Routes whose pools hold the same keys rotate together, like OpenAI-Forward's single rotation.
-//! - `llm_forward.access.cooldowns`: until-ms per upstream key index (8 bytes LE each).
+//!   A cooldown is written into every pool holding the key, so a pick reads its counter and the
+//!   cooldowns in one host call (this runs on every keyed request).
 //!
-//! Both are written with CAS and a bounded number of retries; when they run out the request still
+//! Values are written with CAS and a bounded number of retries; when they run out the request still
 //! gets a key (the computed one) and `llm_forward.access.cas_exhausted_total` counts it.
 
 use crate::exchange::{Caller, Exchange, LocalReply, Step};
@@ -23,7 +25,6 @@ use proxy_wasm::types::{LogLevel, MetricType, Status};
 
 pub use llm_forward_core::access::TARGET_HEADER;
 
-const COOLDOWNS_KEY: &str = "llm_forward.access.cooldowns";
 const MAX_CAS_TRIES: usize = 16;
 
 #[derive(Debug, Default)]
@@ -283,29 +284,32 @@ impl AccessState {
         }
         let until = host::now_ms().saturating_add(self.rules.cooldown_ms());
         let n = self.rules.upstream_count();
-        for _ in 0..MAX_CAS_TRIES {
-            let (value, cas) = hostcalls::get_shared_data(COOLDOWNS_KEY).unwrap_or((None, None));
-            let mut table = decode_cooldowns(value.as_deref().unwrap_or(&[]), n);
-            if let Some(slot) = table.get_mut(key) {
-                *slot = until;
-            }
-            match hostcalls::set_shared_data(COOLDOWNS_KEY, Some(&encode_cooldowns(&table)), cas) {
-                Err(Status::CasMismatch) => continue,
-                _ => {
-                    bump(self.metrics.cooldowns);
-                    log(
-                        LogLevel::Warn,
-                        &format!(
-                            "llm-forward: upstream key #{key} answered {}; skipped for {}s",
-                            ex.status,
-                            self.rules.cooldown_ms() / 1000
-                        ),
-                    );
-                    return;
-                }
-            }
+        // Every pool holding the key (pools with the same keys share one value).
+        let mut targets: Vec<&String> = self
+            .rotation_keys
+            .iter()
+            .filter(|((route, level), _)| self.rules.pool(*route, *level).contains(&key))
+            .map(|(_, shared_key)| shared_key)
+            .collect();
+        targets.sort();
+        targets.dedup();
+        let mut exhausted = false;
+        for shared_key in targets {
+            exhausted |= !record_cooldown(shared_key, key, until, n);
         }
-        bump(self.metrics.cas_exhausted);
+        if exhausted {
+            bump(self.metrics.cas_exhausted);
+            return;
+        }
+        bump(self.metrics.cooldowns);
+        log(
+            LogLevel::Warn,
+            &format!(
+                "llm-forward: upstream key #{key} answered {}; skipped for {}s",
+                ex.status,
+                self.rules.cooldown_ms() / 1000
+            ),
+        );
     }
 
     /// The next upstream key of the `(route, level)` pool, skipping cooling keys.
@@ -317,10 +321,6 @@ impl AccessState {
             _ => {}
         }
         let now = if now > 0 { now } else { host::now_ms() };
-        let cooling = match hostcalls::get_shared_data(COOLDOWNS_KEY) {
-            Ok((Some(v), _)) => decode_cooldowns(&v, self.rules.upstream_count()),
-            _ => Vec::new(),
-        };
         let built;
         let key = match self.rotation_keys.get(&(route, level)) {
             Some(k) => k,
@@ -332,10 +332,18 @@ impl AccessState {
         let mut last = None;
         for _ in 0..MAX_CAS_TRIES {
             let (value, cas) = hostcalls::get_shared_data(key).unwrap_or((None, None));
-            let counter = value.as_deref().map(decode_counter).unwrap_or(0);
+            let (counter, table) = split_pool_value(value.as_deref().unwrap_or(&[]));
+            let cooling = if table.is_empty() {
+                Vec::new()
+            } else {
+                decode_cooldowns(table, self.rules.upstream_count())
+            };
             let (pick, next) = pick_key(pool, counter, &cooling, now)?;
             last = Some(pick);
-            match hostcalls::set_shared_data(key, Some(&next.to_le_bytes()), cas) {
+            let mut out = Vec::with_capacity(8 + table.len());
+            out.extend_from_slice(&next.to_le_bytes());
+            out.extend_from_slice(table);
+            match hostcalls::set_shared_data(key, Some(&out), cas) {
                 Err(Status::CasMismatch) => continue,
                 _ => return Some(pick),
             }
@@ -343,6 +351,32 @@ impl AccessState {
         bump(self.metrics.cas_exhausted);
         last
     }
+}
+
+/// A pool's shared value: the rotation counter and the (encoded) cooldown table after it.
+fn split_pool_value(bytes: &[u8]) -> (u64, &[u8]) {
+    let counter = bytes.get(..8).map(decode_counter).unwrap_or(0);
+    (counter, bytes.get(8..).unwrap_or(&[]))
+}
+
+/// Sets `key`'s cooldown in one pool's value (keeping its counter and the other keys' entries).
+/// False when the CAS retries ran out.
+fn record_cooldown(shared_key: &str, key: usize, until: u64, keys: usize) -> bool {
+    for _ in 0..MAX_CAS_TRIES {
+        let (value, cas) = hostcalls::get_shared_data(shared_key).unwrap_or((None, None));
+        let (counter, table) = split_pool_value(value.as_deref().unwrap_or(&[]));
+        let mut table = decode_cooldowns(table, keys);
+        if let Some(slot) = table.get_mut(key) {
+            *slot = until;
+        }
+        let mut out = counter.to_le_bytes().to_vec();
+        out.extend_from_slice(&encode_cooldowns(&table));
+        match hostcalls::set_shared_data(shared_key, Some(&out), cas) {
+            Err(Status::CasMismatch) => continue,
+            _ => return true,
+        }
+    }
+    false
 }
 
 /// The shared-data key of a pool's rotation counter: level and key indexes, so routes with the

@@ -3,6 +3,9 @@
 //!
 //! Decisions live in `llm_forward_core::cache` (which requests, which key, what is stored, how a
 //! hit is replayed); this module talks to Envoy:
+//! - **worker cache**: a lookup first asks this worker's hot cache (`crate::hot_cache`), which keeps
+//!   the entries the worker recently fetched or stored; a live entry is answered at once, with no
+//!   call (`x-cache-source: worker`);
 //! - **lookup**: `dispatch_http_call` to the `llm_forward_cache` cluster (`GET /entries/<key>`)
 //!   with the configured timeout while the request is paused; a hit is sent with
 //!   `send_http_response`, anything else (404, error, timeout) resumes the request (fail open);
@@ -15,8 +18,8 @@ use crate::host;
 use crate::root::Plugin;
 use llm_forward_core::access::is_json_content_type;
 use llm_forward_core::cache::{
-    self as core_cache, Directive, Entry, FilterCache, Keying, Plan, CACHE_CLUSTER, CONTROL_HEADER,
-    STATUS_HEADER, TTL_HEADER,
+    self as core_cache, Directive, Entry, FilterCache, Keying, Plan, Replay, CACHE_CLUSTER,
+    CONTROL_HEADER, SOURCE_HEADER, STATUS_HEADER, TTL_HEADER,
 };
 use llm_forward_core::cache_key::{self, CachingField};
 use llm_forward_core::config::FilterConfig;
@@ -51,10 +54,14 @@ fn bump(id: Option<u32>) {
     }
 }
 
-/// What the cache keeps per worker: counters and the store queue.
+/// What the cache keeps per worker: counters, the hot cache and the store queue.
 #[derive(Debug, Default)]
 pub struct CacheShared {
     hit: Option<u32>,
+    /// Hits answered from the worker's hot cache (also counted in `hit`).
+    hot_hit: Option<u32>,
+    /// Entries this worker recently fetched or stored.
+    pub hot: crate::hot_cache::WorkerCache,
     miss: Option<u32>,
     error: Option<u32>,
     bypass: Option<u32>,
@@ -65,14 +72,16 @@ pub struct CacheShared {
 }
 
 impl CacheShared {
-    /// Counters `llm_forward.cache.<hit|miss|error|bypass|store>_total`, defined only when the
-    /// cache is on.
+    /// Counters `llm_forward.cache.<hit|hot_hit|miss|error|bypass|store>_total`, defined only when
+    /// the cache is on.
     pub fn configure(config: &FilterConfig) -> CacheShared {
         if config.cache.is_none() {
             return CacheShared::default();
         }
         CacheShared {
             hit: counter("llm_forward.cache.hit_total"),
+            hot_hit: counter("llm_forward.cache.hot_hit_total"),
+            hot: crate::hot_cache::WorkerCache::configure(config.cache.as_ref()),
             miss: counter("llm_forward.cache.miss_total"),
             error: counter("llm_forward.cache.error_total"),
             bypass: counter("llm_forward.cache.bypass_total"),
@@ -195,7 +204,8 @@ impl CacheRequest {
     }
 
     /// End of the request (body read, or no body): decide, remove `caching`, look up.
-    /// `Step::Wait` when a lookup was sent (the request stays paused until its answer).
+    /// `Step::Wait` when a lookup was sent (the request stays paused until its answer) or when
+    /// the worker's hot cache answered (the local reply is sent; the request stays paused).
     pub fn on_request_end(&mut self, plugin: &Plugin, ex: &mut Exchange, body: &[u8]) -> Step {
         self.phase = Phase::Done;
         let Some(cache) = settings(plugin) else {
@@ -274,7 +284,58 @@ impl CacheRequest {
             bump(plugin.cache.miss);
             return Step::Continue;
         }
+        if self.answer_from_worker(plugin, ex) {
+            return Step::Wait;
+        }
         self.lookup(plugin, cache)
+    }
+
+    /// The worker's hot cache: true when it held a live entry and the hit was sent.
+    fn answer_from_worker(&mut self, plugin: &Plugin, ex: &mut Exchange) -> bool {
+        let Some(key) = self.key.as_deref() else {
+            return false;
+        };
+        let (want_stream, include_usage) = (self.want_stream, self.include_usage);
+        let model = self.model.as_deref();
+        let replay = plugin.cache.hot.with(key, host::now_ms(), |entry| {
+            core_cache::replay(entry, want_stream, include_usage, model)
+        });
+        let Some(Some(replay)) = replay else {
+            return false;
+        };
+        if !self.answer(plugin, ex, &replay, "worker") {
+            return false;
+        }
+        bump(plugin.cache.hot_hit);
+        true
+    }
+
+    /// Sends a hit. False when Envoy refused the local reply (the request then goes on).
+    fn answer(
+        &mut self,
+        plugin: &Plugin,
+        ex: &mut Exchange,
+        replay: &Replay,
+        source: &str,
+    ) -> bool {
+        let mut headers = vec![
+            ("content-type", replay.content_type.as_str()),
+            (STATUS_HEADER, "HIT"),
+            (SOURCE_HEADER, source),
+        ];
+        if replay.content_type.starts_with("text/event-stream") {
+            headers.push(("cache-control", "no-cache"));
+        }
+        if hostcalls::send_http_response(replay.status, headers, Some(&replay.body)).is_err() {
+            bump(plugin.cache.error);
+            return false;
+        }
+        bump(plugin.cache.hit);
+        self.phase = Phase::Hit;
+        self.key = None;
+        ex.status = replay.status;
+        ex.cache_status = Some("hit");
+        true
     }
 
     fn bypass(&mut self, plugin: &Plugin, ex: &mut Exchange) -> Step {
@@ -338,34 +399,32 @@ impl CacheRequest {
             .ok()
             .flatten()
             .unwrap_or_default();
-        let replay = Entry::decode(&bytes).and_then(|entry| {
-            core_cache::replay(
-                &entry,
-                self.want_stream,
-                self.include_usage,
-                self.model.as_deref(),
-            )
-        });
+        let Some(entry) = Entry::decode(&bytes) else {
+            bump(plugin.cache.error);
+            return false;
+        };
+        let replay = core_cache::replay(
+            &entry,
+            self.want_stream,
+            self.include_usage,
+            self.model.as_deref(),
+        );
         let Some(replay) = replay else {
             bump(plugin.cache.error);
             return false;
         };
-        let mut headers = vec![
-            ("content-type", replay.content_type.as_str()),
-            (STATUS_HEADER, "HIT"),
-        ];
-        if replay.content_type.starts_with("text/event-stream") {
-            headers.push(("cache-control", "no-cache"));
-        }
-        if hostcalls::send_http_response(replay.status, headers, Some(&replay.body)).is_err() {
-            bump(plugin.cache.error);
+        let key = self.key.take();
+        if !self.answer(plugin, ex, &replay, "service") {
+            self.key = key;
             return false;
         }
-        bump(plugin.cache.hit);
-        self.phase = Phase::Hit;
-        self.key = None;
-        ex.status = replay.status;
-        ex.cache_status = Some("hit");
+        // Kept by this worker: the next identical request is answered without a call.
+        if let Some(key) = key {
+            plugin
+                .cache
+                .hot
+                .put(&key, entry, bytes.len(), host::now_ms());
+        }
         true
     }
 
@@ -448,10 +507,13 @@ impl CacheRequest {
             created,
         );
         if let Some(entry) = entry {
-            plugin.cache.enqueue(PendingStore {
-                key,
-                value: entry.encode(),
-            });
+            let value = entry.encode();
+            // Also kept by this worker (replacing an older entry: `refresh`).
+            plugin
+                .cache
+                .hot
+                .put(&key, entry, value.len(), host::now_ms());
+            plugin.cache.enqueue(PendingStore { key, value });
         }
     }
 }

@@ -369,7 +369,18 @@ pub const MAX_MODEL_LABELS: usize = 1000;
 pub struct UsageMetrics {
     counters: RefCell<HashMap<String, [Option<u32>; 3]>>,
     models: RefCell<HashMap<String, ()>>,
+    /// Memo of the ids by route → model as sent → level, looked up without building a string.
+    /// Bounded by [`MAX_MEMO_MODELS`] models per route (beyond it, the slow path above).
+    memo: RefCell<HashMap<String, ModelMemo>>,
 }
+
+type Ids = [Option<u32>; 3];
+
+/// Model as sent → `(level, ids)`.
+type ModelMemo = HashMap<String, Vec<(u32, Ids)>>;
+
+/// Distinct model strings (as sent, before labelling) memoised per route and worker.
+const MAX_MEMO_MODELS: usize = 2 * MAX_MODEL_LABELS;
 
 impl UsageMetrics {
     fn label(&self, model: Option<&str>) -> String {
@@ -385,10 +396,30 @@ impl UsageMetrics {
         label
     }
 
-    pub fn count(&self, route: &str, model: Option<&str>, level: u32, answer: Option<&Answer>) {
+    /// The counter ids of `(route, model, level)`: from the memo (no allocation) when seen before.
+    fn ids(&self, route: &str, model: Option<&str>, level: u32) -> Ids {
+        let raw = model.unwrap_or("");
+        let mut memo = self.memo.borrow_mut();
+        if let Some(levels) = memo.get(route).and_then(|m| m.get(raw)) {
+            if let Some((_, ids)) = levels.iter().find(|(l, _)| *l == level) {
+                return *ids;
+            }
+        }
+        let ids = self.define(route, model, level);
+        let models = memo.entry(route.to_string()).or_default();
+        if models.len() < MAX_MEMO_MODELS || models.contains_key(raw) {
+            models
+                .entry(raw.to_string())
+                .or_default()
+                .push((level, ids));
+        }
+        ids
+    }
+
+    fn define(&self, route: &str, model: Option<&str>, level: u32) -> Ids {
         let key = format!("{route}.{}.{level}", self.label(model));
         let mut counters = self.counters.borrow_mut();
-        let ids = counters.entry(key).or_insert_with_key(|key| {
+        *counters.entry(key).or_insert_with_key(|key| {
             ["requests", "prompt_tokens", "completion_tokens"].map(|what| {
                 hostcalls::define_metric(
                     MetricType::Counter,
@@ -396,7 +427,11 @@ impl UsageMetrics {
                 )
                 .ok()
             })
-        });
+        })
+    }
+
+    pub fn count(&self, route: &str, model: Option<&str>, level: u32, answer: Option<&Answer>) {
+        let ids = self.ids(route, model, level);
         let usage = answer.and_then(|a| a.usage.as_ref());
         let values = [
             1,

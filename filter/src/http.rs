@@ -117,7 +117,16 @@ impl HttpContext for RequestFilter {
                 .to_string(),
             path,
             request_headers: headers,
-            started_ms: host::now_ms(),
+            // Only the chat record, limits and key rotation read the arrival time: no host call
+            // otherwise (they fall back to reading the clock themselves when it is 0).
+            started_ms: if self.plugin.config.logging.chat
+                || !self.plugin.config.limits.is_empty()
+                || self.plugin.access.rules.upstream_count() > 1
+            {
+                host::now_ms()
+            } else {
+                0
+            },
             ..Exchange::default()
         };
         // Access first (IP list, key swap): it sets `caller` for the features after it.
@@ -205,8 +214,21 @@ impl HttpContext for RequestFilter {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if let Some(ex) = self.exchange.as_mut() {
-            let status = host::header_value(MapType::HttpResponseHeaders, ":status");
-            ex.status = status.and_then(|s| s.parse().ok()).unwrap_or(0);
+            // Logs and limits also want `content-type`: then one read of the whole (small) map
+            // costs fewer VM crossings than two single-value reads.
+            let status = if self.chatlog.is_some() || self.limits.is_some() {
+                let pairs = host::header_pairs(MapType::HttpResponseHeaders);
+                ex.response_content_type = Some(
+                    host::header(&pairs, "content-type")
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+                host::header(&pairs, ":status").and_then(|s| s.parse().ok())
+            } else {
+                host::header_value(MapType::HttpResponseHeaders, ":status")
+                    .and_then(|s| s.parse().ok())
+            };
+            ex.status = status.unwrap_or(0);
             self.plugin.access.on_response_headers(ex);
             if let Some(log) = self.chatlog.as_mut() {
                 log.on_response_headers(ex);

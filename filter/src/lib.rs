@@ -11,6 +11,7 @@ pub mod cache;
 pub mod chatlog;
 pub mod exchange;
 pub mod host;
+pub mod hot_cache;
 pub mod http;
 pub mod limiter;
 pub mod metrics;
@@ -31,6 +32,7 @@ proxy_wasm::main! {{
 #[link_section = "llm_forward_version"]
 static VERSION_SECTION: [u8; VERSION.len()] = version_bytes();
 
+#[cfg(target_arch = "wasm32")]
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 #[cfg(target_arch = "wasm32")]

@@ -203,7 +203,7 @@ test('the console shows traffic and chat logs, and a limit applied in the editor
   await page.locator('#tabs button[data-tab=config]').click();
   await waitFor(async () => (await page.locator('#config-text').inputValue()).includes('routes:'), 'the config text');
   const original = await page.locator('#config-text').inputValue();
-  const limited = (limit) => original + `limits:\n  requests:\n    - path: /v1/chat/completions\n      limit: ${limit}\n      per: global\n`;
+  const limited = (limit) => original + `limits:\n  strategy: sliding-window\n  requests:\n    - path: /v1/chat/completions\n      limit: ${limit}\n      per: global\n`;
   await page.locator('#config-text').fill(limited('2/fortnight'));
   await page.locator('#config-validate').click();
   await page.locator('.field-error', { hasText: 'limits.requests[0]' }).waitFor();

@@ -77,6 +77,8 @@ fn wait_stores(port: u16, n: u64) {
 struct Reply {
     status: u16,
     x_cache: String,
+    /// `x-cache-source` of a hit: `worker` or `service`.
+    source: String,
     content_type: String,
     body: String,
 }
@@ -99,6 +101,7 @@ fn send(gw: &Gateway, path: &str, headers: &[(&str, &str)], body: &Value) -> Rep
     Reply {
         status: resp.status().as_u16(),
         x_cache: header("x-cache"),
+        source: header("x-cache-source"),
         content_type: header("content-type"),
         body: resp.text().unwrap(),
     }
@@ -392,7 +395,9 @@ fn disk_entries_survive_a_restart_of_the_service() {
     let cache = start_cache(&svc, 0);
     let port = cache.addr().port();
     let (up, gen) = (mock(), mock());
-    let gw = Gateway::start(cache_config(&up, &gen, port));
+    let mut c = cache_config(&up, &gen, port);
+    c.cache.hot_bytes = 0; // the service's persistence is tested, not the worker's copy
+    let gw = Gateway::start(c);
     let q = with(question(1), json!({"caching": true}));
     let first = chat(&gw, &q);
     assert_eq!(first.x_cache, "MISS");
@@ -419,6 +424,7 @@ fn cache_down_or_silent_fails_open_within_the_timeout() {
     let (up, gen) = (mock(), mock());
     let mut c = cache_config(&up, &gen, port);
     c.cache.timeout_ms = 100;
+    c.cache.hot_bytes = 0; // the service failing is tested, not the worker's copy
     let gw = Gateway::start(c);
     let q = with(question(1), json!({"caching": true}));
     assert_eq!(chat(&gw, &q).x_cache, "MISS");
@@ -581,4 +587,130 @@ fn oversized_answers_are_not_stored() {
         .x_cache,
         "MISS"
     );
+}
+
+#[test]
+fn worker_cache_answers_repeats_and_follows_refresh_skip_and_expiry() {
+    let dir = TempDir::new("cache-hot");
+    let cache = start_cache(&service_config(CacheBackend::Memory, &dir), 0);
+    let port = cache.addr().port();
+    let (up, gen) = (mock(), mock());
+    let mut c = cache_config(&up, &gen, port);
+    c.server.concurrency = 1; // one worker: one hot cache
+    let gw = Gateway::start(c.clone());
+    let q = with(question(1), json!({"caching": true}));
+    let first = chat(&gw, &q);
+    assert_eq!(
+        (first.x_cache.as_str(), first.source.as_str()),
+        ("MISS", "")
+    );
+    wait_stores(port, 1);
+    // Stored by this worker: answered from its memory, the service is not asked.
+    let lookups = service_metric(port, "hits_total") + service_metric(port, "misses_total");
+    let hot = chat(&gw, &q);
+    assert_eq!(
+        (hot.x_cache.as_str(), hot.source.as_str()),
+        ("HIT", "worker")
+    );
+    assert_eq!(hot.body, first.body);
+    // The other mode is rebuilt from the same entry.
+    let streamed = chat(&gw, &with(q.clone(), json!({"stream": true})));
+    assert_eq!(
+        (streamed.x_cache.as_str(), streamed.source.as_str()),
+        ("HIT", "worker")
+    );
+    assert_eq!(parse_sse(&streamed.body).choices[0].content, ANSWER);
+    assert_eq!(
+        service_metric(port, "hits_total") + service_metric(port, "misses_total"),
+        lookups,
+        "no lookup reached the service"
+    );
+    assert_eq!(up.request_count(), 1);
+    assert_eq!(
+        gw.stat("wasmcustom.llm_forward.cache.hot_hit_total"),
+        Some(2)
+    );
+    assert_eq!(gw.stat("wasmcustom.llm_forward.cache.hit_total"), Some(2));
+
+    // skip and caching:false bypass the worker's copy too.
+    let skip = send(
+        &gw,
+        "/v1/chat/completions",
+        &[("x-llm-forward-cache", "skip")],
+        &q,
+    );
+    assert_eq!(skip.x_cache, "BYPASS");
+    let off = chat(&gw, &with(question(1), json!({"caching": false})));
+    assert_eq!(off.x_cache, "BYPASS");
+    assert_eq!(up.request_count(), 3);
+
+    // refresh replaces the worker's entry: the next hit is the fresh answer.
+    let fresh = send(
+        &gw,
+        "/v1/chat/completions",
+        &[
+            ("x-llm-forward-cache", "refresh"),
+            ("x-mock-completion-tokens", "77"),
+        ],
+        &q,
+    );
+    assert_eq!(fresh.x_cache, "MISS");
+    let tokens = |r: &Reply| {
+        serde_json::from_str::<Value>(&r.body).unwrap()["usage"]["completion_tokens"].clone()
+    };
+    assert_eq!(tokens(&fresh), json!(77));
+    let after = chat(&gw, &q);
+    assert_eq!(
+        (after.x_cache.as_str(), after.source.as_str()),
+        ("HIT", "worker")
+    );
+    assert_eq!(tokens(&after), json!(77), "the refreshed answer");
+    assert_eq!(up.request_count(), 4);
+    wait_stores(port, 2);
+    drop(gw);
+
+    // A new worker (restart) has an empty hot cache: the service answers, then the worker keeps it.
+    let gw = Gateway::start(c.clone());
+    let svc = chat(&gw, &q);
+    assert_eq!(
+        (svc.x_cache.as_str(), svc.source.as_str()),
+        ("HIT", "service")
+    );
+    assert_eq!(tokens(&svc), json!(77));
+    let kept = chat(&gw, &q);
+    assert_eq!(
+        (kept.x_cache.as_str(), kept.source.as_str()),
+        ("HIT", "worker")
+    );
+    assert_eq!(
+        gw.stat("wasmcustom.llm_forward.cache.hot_hit_total"),
+        Some(1)
+    );
+    assert_eq!(gw.stat("wasmcustom.llm_forward.cache.hit_total"), Some(2));
+    drop(gw);
+
+    // hot_bytes: 0 turns it off: every hit comes from the service.
+    let mut off = c.clone();
+    off.cache.hot_bytes = 0;
+    let gw = Gateway::start(off);
+    for _ in 0..2 {
+        let r = chat(&gw, &q);
+        assert_eq!((r.x_cache.as_str(), r.source.as_str()), ("HIT", "service"));
+    }
+    assert_eq!(
+        gw.stat("wasmcustom.llm_forward.cache.hot_hit_total"),
+        Some(0)
+    );
+    drop(gw);
+
+    // hot_ttl_seconds bounds the worker's copy even with a long entry TTL: after it, the service
+    // is asked again (and answers).
+    let mut short = c;
+    short.cache.hot_ttl_seconds = 1;
+    let gw = Gateway::start(short);
+    assert_eq!(chat(&gw, &q).source, "service");
+    assert_eq!(chat(&gw, &q).source, "worker");
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(chat(&gw, &q).source, "service", "the worker's copy expired");
+    assert_eq!(up.request_count(), 4);
 }

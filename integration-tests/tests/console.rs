@@ -271,7 +271,7 @@ fn the_api_needs_the_token_hides_keys_validates_fields_and_applies_with_a_backup
         admin,
         console,
         true,
-        "limits:\n  requests:\n    - path: /v1/models\n      limit: 1/minute\n      per: global\n",
+        "limits:\n  strategy: sliding-window\n  requests:\n    - path: /v1/models\n      limit: 1/minute\n      per: global\n",
     );
     let (status, r) = api(
         console,

@@ -305,9 +305,11 @@ fn requests_fail_open(gw: &Gateway, up: &MockUpstream, rounds: usize, bound: Dur
     let c = client_with_timeout(10);
     for i in 0..rounds {
         for stream in [false, true] {
-            // A distinct body per request, so no two share a key.
+            // A distinct body per request, so no two share a key (`user` is not in the key; the
+            // message is — the worker's hot cache would answer a repeat).
             let mut body = chat_body(stream);
             body["user"] = json!(format!("round-{i}"));
+            body["messages"][0]["content"] = json!(format!("round-{i}-{stream}"));
             let before = up.request_count();
             let r = post(&c, gw, "/v1/chat/completions", &[], &body);
             assert_eq!(r.status, 200, "round {i}: {}", r.text());
@@ -387,6 +389,9 @@ fn cache_service_answering_garbage_fails_open() {
         for (i, stream) in [false, true, false, true].into_iter().enumerate() {
             let mut body = chat_body(stream);
             body["user"] = json!(format!("garbage-{kind}-{i}"));
+            // Distinct keys: a stored answer kept by the worker would answer the next request
+            // without asking the (garbage) service.
+            body["messages"][0]["content"] = json!(format!("garbage-{kind}-{i}"));
             let start = Instant::now();
             let r = c
                 .post(gw.url("/v1/chat/completions"))

@@ -99,7 +99,7 @@ fn an_edit_during_a_stream_applies_to_the_next_request_and_the_stream_completes(
     });
     std::thread::sleep(Duration::from_millis(400));
     let limited =
-        "limits:\n  requests:\n    - path: /v1/models\n      limit: 1/minute\n      per: global\n";
+        "limits:\n  strategy: sliding-window\n  requests:\n    - path: /v1/models\n      limit: 1/minute\n      per: global\n";
     std::fs::write(
         dir.0.join("llm-forward.yaml"),
         config(&up.base_url(), port, admin, limited),
@@ -130,7 +130,7 @@ fn an_edit_during_a_stream_applies_to_the_next_request_and_the_stream_completes(
     assert_eq!(text.matches("tok").count(), 20, "all 20 chunks arrive");
 
     // An invalid edit is refused with the field named, and the running config stays.
-    std::fs::write(dir.0.join("llm-forward.yaml"), config(&up.base_url(), port, admin, "limits:\n  requests:\n    - path: /v1/models\n      limit: 1/fortnight\n      per: global\n")).unwrap();
+    std::fs::write(dir.0.join("llm-forward.yaml"), config(&up.base_url(), port, admin, "limits:\n  strategy: sliding-window\n  requests:\n    - path: /v1/models\n      limit: 1/fortnight\n      per: global\n")).unwrap();
     gw.wait_for("NOT applied", Duration::from_secs(10));
     assert!(
         gw.output().contains("limits.requests[0]"),

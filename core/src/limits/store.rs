@@ -565,7 +565,12 @@ mod tests {
 
     #[test]
     fn exactly_n_pass_under_real_threads_on_fresh_keys() {
-        // Many rounds, each on a fresh key, so the creation race is exercised every time.
+        // Many rounds, each on a fresh key, so the creation race is exercised every time. Preempted OS
+        // threads contend harder than Envoy workers: a generous CAS bound keeps this about exactness.
+        let tries = Tries {
+            cas: 100_000,
+            ..Tries::default()
+        };
         for round in 0..40 {
             let store = Mem::default();
             let n = 1 + round % 7;
@@ -587,7 +592,7 @@ mod tests {
                                     T0,
                                     1,
                                     t,
-                                    Tries::default(),
+                                    tries,
                                 ))
                             })
                             .count()
@@ -606,6 +611,12 @@ mod tests {
 
     #[test]
     fn charges_are_never_lost_under_threads() {
+        // 8 preempted OS threads contend far harder than Envoy's workers do; give the CAS loop room so
+        // this checks for lost updates, not the retry bound (exhaustion has its own tests).
+        let tries = Tries {
+            cas: 100_000,
+            ..Tries::default()
+        };
         let store = Mem::default();
         let slots = Arc::new(vec![slot("t", 1_000_000, 86_400_000)]);
         let handles: Vec<_> = (0..8)
@@ -615,15 +626,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for _ in 0..50 {
                         assert_eq!(
-                            charge_all(
-                                &mut store,
-                                Strategy::FixedWindow,
-                                &slots,
-                                T0,
-                                7,
-                                t,
-                                Tries::default()
-                            ),
+                            charge_all(&mut store, Strategy::FixedWindow, &slots, T0, 7, t, tries),
                             0
                         );
                     }
