@@ -352,3 +352,89 @@ pub fn openai_error(body: &[u8]) -> (String, String) {
         err["code"].as_str().unwrap_or_default().to_string(),
     )
 }
+
+/// `llm-forward run` started the way a user starts it: the real binary, its stdout and stderr
+/// captured, stopped with SIGTERM on drop.
+pub struct RunningGateway {
+    pub child: Child,
+    output: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+/// The gateway binary with the release filter, ready for `.arg("run")…` and `RunningGateway::spawn`.
+pub fn gateway_command() -> Command {
+    let mut cmd = Command::new(gateway_bin());
+    cmd.env("LLM_FORWARD_WASM", wasm_path())
+        .env_remove("LLM_FORWARD_CONFIG");
+    cmd
+}
+
+impl RunningGateway {
+    /// Spawn `command` and wait until its output contains `ready_text` (panics with the output if
+    /// the process exits or 60 s pass first).
+    pub fn spawn(mut command: Command, ready_text: &str) -> RunningGateway {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let streams: [Box<dyn Read + Send>; 2] = [
+            Box::new(child.stdout.take().unwrap()),
+            Box::new(child.stderr.take().unwrap()),
+        ];
+        for stream in streams {
+            let out = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    out.lock().unwrap().push_str(&(line + "\n"));
+                }
+            });
+        }
+        let mut gw = RunningGateway { child, output };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !gw.output().contains(ready_text) {
+            if let Ok(Some(status)) = gw.child.try_wait() {
+                panic!(
+                    "llm-forward exited ({status}) before `{ready_text}`:\n{}",
+                    gw.output()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`{ready_text}` did not appear within 60 s:\n{}",
+                gw.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        gw
+    }
+
+    /// Everything printed so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Wait until the output contains `text`.
+    pub fn wait_for(&self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.output().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "`{text}` did not appear:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for RunningGateway {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}

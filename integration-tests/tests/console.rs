@@ -4,74 +4,7 @@
 
 use llm_forward_integration_tests::*;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-struct Running {
-    child: std::process::Child,
-    output: Arc<Mutex<String>>,
-}
-
-impl Running {
-    fn start(dir: &TempDir, config: &str) -> Running {
-        let path = dir.0.join("llm-forward.yaml");
-        std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(gateway_bin())
-            .args(["run", "--console", "--config"])
-            .arg(&path)
-            .env("LLM_FORWARD_WASM", wasm_path())
-            .env("FK_ENV_KEY", "fk-from-the-environment-123")
-            .current_dir(&dir.0)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let output = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let out = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    out.lock().unwrap().push_str(&(line + "\n"));
-                }
-            });
-        }
-        let r = Running { child, output };
-        r.wait_for("console: http://", Duration::from_secs(60));
-        r
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-
-    fn wait_for(&self, text: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self.output().contains(text) {
-            assert!(
-                Instant::now() < deadline,
-                "`{text}` did not appear:\n{}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
 
 const TOKEN: &str = "console-test-token-0123456789";
 
@@ -146,7 +79,7 @@ fn the_api_needs_the_token_hides_keys_validates_fields_and_applies_with_a_backup
     let dir = TempDir::new("console");
     let (port, admin, console) = (free_port(), free_port(), free_port());
     let text = config(&up.base_url(), port, admin, console, true, "");
-    let gw = Running::start(&dir, &text);
+    let gw = start_console(&dir, &text);
 
     // The page loads without a token and carries the security headers.
     let page = client()
@@ -323,7 +256,7 @@ fn a_token_is_generated_when_the_config_has_none() {
     let up = MockUpstream::spawn(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
     let dir = TempDir::new("console-token");
     let (port, admin, console) = (free_port(), free_port(), free_port());
-    let gw = Running::start(
+    let gw = start_console(
         &dir,
         &config(&up.base_url(), port, admin, console, false, ""),
     );
@@ -344,4 +277,16 @@ fn a_token_is_generated_when_the_config_has_none() {
         api(console, "GET", "/api/overview", Some(TOKEN), None).0,
         401
     );
+}
+
+/// `llm-forward run --console` with `config` written to `dir`, ready once the console URL is printed.
+fn start_console(dir: &TempDir, config: &str) -> RunningGateway {
+    let path = dir.0.join("llm-forward.yaml");
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = gateway_command();
+    cmd.args(["run", "--console", "--config"])
+        .arg(&path)
+        .env("FK_ENV_KEY", "fk-from-the-environment-123")
+        .current_dir(&dir.0);
+    RunningGateway::spawn(cmd, "console: http://")
 }

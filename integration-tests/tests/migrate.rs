@@ -4,10 +4,8 @@
 
 use llm_forward_integration_tests::*;
 use serde_json::json;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// OpenAI-Forward HEAD's shipped `.env` (reference §9) with the upstream pointed at the mock, a small
@@ -57,81 +55,6 @@ LLM_FORWARD_PORT=1
     )
 }
 
-struct Running {
-    child: std::process::Child,
-    output: Arc<Mutex<String>>,
-}
-
-impl Running {
-    /// `llm-forward run` with no arguments in `dir`; ports from the real environment.
-    fn start(dir: &TempDir, port: u16, admin: u16) -> Running {
-        let mut child = Command::new(gateway_bin())
-            .arg("run")
-            .env("LLM_FORWARD_WASM", wasm_path())
-            .env("LLM_FORWARD_PORT", port.to_string())
-            .env("LLM_FORWARD_ADMIN_PORT", admin.to_string())
-            .env("LLM_FORWARD_ADDRESS", "127.0.0.1")
-            .env("LLM_FORWARD_CONCURRENCY", "2")
-            .env("CACHE_PORT", free_port().to_string())
-            .env_remove("LLM_FORWARD_CONFIG")
-            .current_dir(&dir.0)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let output = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let out = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    out.lock().unwrap().push_str(&(line + "\n"));
-                }
-            });
-        }
-        let r = Running { child, output };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !r.output().contains("ready to serve") {
-            assert!(
-                Instant::now() < deadline,
-                "llm-forward run did not start:\n{}",
-                r.output()
-            );
-            if let Ok(Some(status)) = r.child_status() {
-                panic!("llm-forward run exited ({status}):\n{}", r.output());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        r
-    }
-
-    fn child_status(&self) -> std::io::Result<Option<std::process::ExitStatus>> {
-        // try_wait needs &mut; poll through /proc instead.
-        let alive = std::path::Path::new(&format!("/proc/{}", self.child.id())).exists();
-        Ok(if alive {
-            None
-        } else {
-            Some(std::process::ExitStatus::default())
-        })
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
 fn chat_body(model: &str, text: &str) -> serde_json::Value {
     json!({"model": model, "messages": [{"role": "user", "content": text}]})
 }
@@ -142,7 +65,7 @@ fn run_in_a_folder_with_openai_forwards_shipped_env() {
     let dir = TempDir::new("migrate-run");
     std::fs::write(dir.0.join(".env"), shipped_env(&up.base_url())).unwrap();
     let (port, admin) = (free_port(), free_port());
-    let gw = Running::start(&dir, port, admin);
+    let gw = start_in(&dir, port, admin);
     let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
     let output = gw.output();
 
@@ -333,4 +256,18 @@ fn migrate_prints_a_config_that_render_accepts() {
     assert!(rendered_text.contains("127.0.0.1"));
     assert!(rendered_text.contains("LLM_FORWARD_FORWARD_KEY_1"));
     assert!(!rendered_text.contains("fk-user-secret"));
+}
+
+/// `llm-forward run` with no arguments in `dir`; ports from the real environment (which must win
+/// over the `.env` in `dir`).
+fn start_in(dir: &TempDir, port: u16, admin: u16) -> RunningGateway {
+    let mut cmd = gateway_command();
+    cmd.arg("run")
+        .env("LLM_FORWARD_PORT", port.to_string())
+        .env("LLM_FORWARD_ADMIN_PORT", admin.to_string())
+        .env("LLM_FORWARD_ADDRESS", "127.0.0.1")
+        .env("LLM_FORWARD_CONCURRENCY", "2")
+        .env("CACHE_PORT", free_port().to_string())
+        .current_dir(&dir.0);
+    RunningGateway::spawn(cmd, "ready to serve")
 }

@@ -1,73 +1,8 @@
 //! Hot reload: `llm-forward run` applies edits of its config file without dropping streams.
 
 use llm_forward_integration_tests::*;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-struct Running {
-    child: std::process::Child,
-    output: Arc<Mutex<String>>,
-}
-
-impl Running {
-    fn start(dir: &TempDir, config: &str) -> Running {
-        let path = dir.0.join("llm-forward.yaml");
-        std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(gateway_bin())
-            .args(["run", "--config"])
-            .arg(&path)
-            .env("LLM_FORWARD_WASM", wasm_path())
-            .current_dir(&dir.0)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let output = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let out = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    out.lock().unwrap().push_str(&(line + "\n"));
-                }
-            });
-        }
-        let r = Running { child, output };
-        r.wait_for("ready to serve", Duration::from_secs(60));
-        r
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-
-    fn wait_for(&self, text: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self.output().contains(text) {
-            assert!(
-                Instant::now() < deadline,
-                "`{text}` did not appear:\n{}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
 
 fn config(upstream: &str, port: u16, admin: u16, limits: &str) -> String {
     format!(
@@ -80,7 +15,11 @@ fn an_edit_during_a_stream_applies_to_the_next_request_and_the_stream_completes(
     let up = MockUpstream::spawn(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
     let dir = TempDir::new("reload");
     let (port, admin) = (free_port(), free_port());
-    let gw = Running::start(&dir, &config(&up.base_url(), port, admin, ""));
+    let path = dir.0.join("llm-forward.yaml");
+    std::fs::write(&path, config(&up.base_url(), port, admin, "")).unwrap();
+    let mut cmd = gateway_command();
+    cmd.args(["run", "--config"]).arg(&path).current_dir(&dir.0);
+    let gw = RunningGateway::spawn(cmd, "ready to serve");
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
 
     // A 2-second stream, started before the edit.
