@@ -207,73 +207,75 @@ impl Service {
             ),
             Store::Redis(_) => (0, 0, 0),
         };
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let series: [(&str, &str, &str, u64); 10] = [
+            (
+                "hits_total",
+                "counter",
+                "Lookups that found an entry.",
+                load(&c.hits),
+            ),
+            (
+                "misses_total",
+                "counter",
+                "Lookups that found nothing.",
+                load(&c.misses),
+            ),
+            (
+                "stores_total",
+                "counter",
+                "Entries stored.",
+                load(&c.stores),
+            ),
+            (
+                "rejected_total",
+                "counter",
+                "Stores refused as too large.",
+                load(&c.rejected),
+            ),
+            (
+                "deletes_total",
+                "counter",
+                "Entries deleted by request.",
+                load(&c.deletes),
+            ),
+            (
+                "errors_total",
+                "counter",
+                "Backend errors (answered 503).",
+                load(&c.errors),
+            ),
+            (
+                "expired_total",
+                "counter",
+                "Expired entries swept.",
+                load(&c.expired),
+            ),
+            (
+                "evictions_total",
+                "counter",
+                "Entries evicted to stay within max_bytes.",
+                evictions,
+            ),
+            (
+                "bytes",
+                "gauge",
+                "Bytes held (disk: as of the last sweep; redis: not tracked).",
+                bytes,
+            ),
+            (
+                "entries",
+                "gauge",
+                "Entries held (disk: as of the last sweep; redis: not tracked).",
+                entries,
+            ),
+        ];
         let mut out = String::new();
-        let mut line = |name: &str, kind: &str, help: &str, value: u64| {
+        for (name, kind, help, value) in series {
             out.push_str(&format!(
                 "# HELP llm_forward_cache_{name} {help}\n# TYPE llm_forward_cache_{name} {kind}\nllm_forward_cache_{name}{{backend=\"{backend}\"}} {value}\n"
             ));
-        };
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        line(
-            "hits_total",
-            "counter",
-            "Lookups that found an entry.",
-            load(&c.hits),
-        );
-        line(
-            "misses_total",
-            "counter",
-            "Lookups that found nothing.",
-            load(&c.misses),
-        );
-        line(
-            "stores_total",
-            "counter",
-            "Entries stored.",
-            load(&c.stores),
-        );
-        line(
-            "rejected_total",
-            "counter",
-            "Stores refused as too large.",
-            load(&c.rejected),
-        );
-        line(
-            "deletes_total",
-            "counter",
-            "Entries deleted by request.",
-            load(&c.deletes),
-        );
-        line(
-            "errors_total",
-            "counter",
-            "Backend errors (answered 503).",
-            load(&c.errors),
-        );
-        line(
-            "expired_total",
-            "counter",
-            "Expired entries swept.",
-            load(&c.expired),
-        );
-        line(
-            "evictions_total",
-            "counter",
-            "Entries evicted to stay within max_bytes.",
-            evictions,
-        );
-        line(
-            "bytes",
-            "gauge",
-            "Bytes held (disk: as of the last sweep; redis: not tracked).",
-            bytes,
-        );
-        line(
-            "entries",
-            "gauge",
-            "Entries held (disk: as of the last sweep; redis: not tracked).",
-            entries,
-        );
+        }
         out
     }
 
