@@ -174,7 +174,8 @@ pub struct RecordInput<'a> {
     /// Model and stream flag as other features established them (they win over the body's).
     pub model: Option<&'a str>,
     pub stream: Option<bool>,
-    pub body: Option<&'a Value>,
+    /// Moved into the record (messages and params are not copied): the exchange is over.
+    pub body: Option<Value>,
     pub request_truncated: bool,
     pub answer: Option<&'a Answer>,
     /// The response was cut by a collection cap (in addition to `answer.truncated`).
@@ -192,11 +193,11 @@ pub fn build(input: RecordInput<'_>) -> ChatRecord {
     if let Some(Value::Object(body)) = input.body {
         for (k, v) in body {
             match k.as_str() {
-                "messages" => messages = Some(v.clone()),
-                "prompt" => prompt = Some(v.clone()),
-                "input" => inputs = Some(v.clone()),
+                "messages" => messages = Some(v),
+                "prompt" => prompt = Some(v),
+                "input" => inputs = Some(v),
                 _ => {
-                    params.insert(k.clone(), v.clone());
+                    params.insert(k, v);
                 }
             }
         }
@@ -339,7 +340,7 @@ mod tests {
             ip: Some("10.0.0.1".into()),
             key_name: Some("team-a"),
             level: Some(1),
-            body: Some(body),
+            body: Some(body.clone()),
             answer: Some(answer),
             status: 200,
             cache: Some("miss"),

@@ -289,7 +289,8 @@ impl ChatLog {
             level,
             model: ex.model.as_deref(),
             stream: ex.body.is_none().then_some(ex.stream),
-            body: ex.body.as_ref(),
+            // Nothing after the log reads the request body.
+            body: ex.body.take(),
             request_truncated: self.request_truncated,
             answer: ex.answer.as_ref(),
             response_truncated: self.response_truncated,

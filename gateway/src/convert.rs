@@ -358,7 +358,7 @@ mod tests {
             method: "POST",
             path: "/v1/chat/completions",
             ip: Some("1.2.3.4".into()),
-            body: Some(&body),
+            body: Some(body),
             answer: Some(&answer),
             status,
             messages: true,
