@@ -25,10 +25,22 @@ pub fn banner(config: &ValidConfig, version: &str, access_log: &str, demo: bool)
     // How many keys, never which.
     let keys = &config.raw.keys;
     if !keys.is_empty() {
+        // What a client without one of the forward keys gets.
+        let others = if keys.forward.is_empty() {
+            if keys.upstream.is_empty() {
+                "clients' own keys pass through"
+            } else {
+                "every request gets an upstream key"
+            }
+        } else if config.raw.routes.iter().all(|r| r.pass_through_unknown_keys) {
+            "unknown keys pass through"
+        } else {
+            "unknown keys get 401"
+        };
         rows.push((
             "keys".into(),
             format!(
-                "{} upstream, {} forward, {} restricted level(s); unknown keys get 401",
+                "{} upstream, {} forward, {} restricted level(s); {others}",
                 keys.upstream.len(),
                 keys.forward.len(),
                 keys.levels.len()
@@ -164,10 +176,25 @@ mod tests {
         .unwrap();
         let b = banner(&c, "0.1.0", "Log/access.log", false);
         assert!(b.contains("1 upstream, 1 forward"), "{b}");
+        assert!(b.contains("unknown keys get 401"), "{b}");
         assert!(b.contains("1 request rule(s)"), "{b}");
         assert!(b.contains("memory on 127.0.0.1:8002"), "{b}");
         assert!(b.contains("chat logs   on"), "{b}");
         assert!(!b.contains("secret"), "{b}");
+    }
+
+    #[test]
+    fn banner_says_what_clients_without_a_forward_key_get() {
+        let with = |yaml: &str| {
+            let c = crate::config_file::parse_yaml(yaml).unwrap().validate().unwrap();
+            banner(&c, "0.1.0", "Log/access.log", false)
+        };
+        let b = with("keys:\n  upstream:\n    - key: sk-1\n      levels: [0]\n");
+        assert!(b.contains("every request gets an upstream key"), "{b}");
+        let b = with("keys:\n  levels:\n    1: [gpt-4o]\n");
+        assert!(b.contains("clients' own keys pass through"), "{b}");
+        let b = with("routes:\n  - route: /\n    base_url: https://api.openai.com\n    pass_through_unknown_keys: true\nkeys:\n  forward:\n    - key: fk-1\n      level: 0\n");
+        assert!(b.contains("unknown keys pass through"), "{b}");
     }
 
     #[test]

@@ -136,6 +136,8 @@ impl EnvoyProcess {
             // Reload is done through Envoy's own config, never by hot restart: no shared memory to clash.
             .arg("--disable-hot-restart")
             .args(["--log-level", "warn", "--component-log-level", "wasm:info"])
+            // Chat and access log lines reach their files within a second (Envoy's default: 10 s).
+            .args(["--file-flush-interval-msec", "1000"])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

@@ -90,7 +90,7 @@ pub fn ignored_advice(key: &str) -> Option<&'static str> {
         "CACHE_DB" => "the disk cache is one file: set cache.path (or CACHE_ROOT_PATH_OR_URL for its folder)",
         "REQ_RATE_LIMIT_BACKEND" => "limits are counted inside each gateway (Envoy shared data); remove it",
         "DEFAULT_STREAM_RESPONSE" => "not needed: responses are always relayed as they arrive; remove it",
-        "TZ" => "log timestamps are UTC (epoch seconds in chat logs); remove it unless something else needs it",
+        "TZ" => "log timestamps are UTC (RFC 3339, `…Z`); remove it unless something else needs it",
         "WEBUI_RESTART_PORT" | "WEBUI_LOG_PORT" | "OPENAI_FORWARD_WEBUI" | "OPENAI_FORWARD_HOST" => {
             "the web UI's ZMQ ports are not used; remove it"
         }
@@ -441,7 +441,8 @@ pub fn parse_upstream_keys(text: &str) -> Result<Vec<(String, Vec<u32>)>, Config
                 .ok_or_else(at)?,
             single => vec![level_of(single).ok_or_else(at)?],
         };
-        if out.iter().any(|(k, _): &(String, Vec<u32>)| *k == key) {
+        // `""` is the placeholder `aifd gen_config` writes: no key (see `behaviour_notes`).
+        if key.trim().is_empty() || out.iter().any(|(k, _): &(String, Vec<u32>)| *k == key) {
             continue;
         }
         out.push((key, levels));
@@ -463,6 +464,10 @@ pub fn parse_forward_keys(text: &str) -> Result<ForwardKeys, ConfigError> {
     let mut notes = Vec::new();
     let add = |key: &str, level: u32, out: &mut Vec<(String, u32)>| -> Result<(), ConfigError> {
         let key = key.trim();
+        if key.is_empty() {
+            // The placeholder `aifd gen_config` writes (`{"": 0}`): no key.
+            return Ok(());
+        }
         if let Some((_, other)) = out.iter().find(|(k, _)| k == key) {
             if *other != level {
                 return Err(ConfigError::new(
@@ -637,13 +642,29 @@ pub fn apply(config: &mut Config, env: &dyn Fn(&str) -> Option<String>) -> Resul
 pub fn behaviour_notes(env: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
     let set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
     let mut notes = Vec::new();
-    if let Some(text) = set("FORWARD_KEY_CONFIG") {
-        if let Ok((_, n)) = parse_forward_keys(&text) {
-            notes.extend(n);
+    let upstream = set("OPENAI_API_KEY_CONFIG")
+        .and_then(|t| parse_upstream_keys(&t).ok())
+        .unwrap_or_default();
+    let forward = set("FORWARD_KEY_CONFIG").and_then(|t| parse_forward_keys(&t).ok());
+    for name in ["OPENAI_API_KEY_CONFIG", "FORWARD_KEY_CONFIG"] {
+        let placeholder = set(name)
+            .and_then(|t| serde_json::from_str::<serde_json::Map<String, Value>>(t.trim()).ok())
+            .is_some_and(|m| m.keys().any(|k| k.trim().is_empty()));
+        if placeholder {
+            notes.push(format!(
+                "{name}: the empty key \"\" (the placeholder `aifd gen_config` writes) is ignored"
+            ));
         }
-        notes.push("clients must send one of the forward keys: unknown or missing keys get 401 here (OpenAI-Forward passed them upstream); set routes[].pass_through_unknown_keys: true for the old behaviour".into());
-    } else if set("OPENAI_API_KEY_CONFIG").is_some() {
-        notes.push("OPENAI_API_KEY_CONFIG without FORWARD_KEY_CONFIG: every client's request is sent with your upstream keys (OpenAI-Forward forwarded the client's own key); add forward keys to restrict who may use them".into());
+    }
+    match forward {
+        Some((keys, n)) if !keys.is_empty() => {
+            notes.extend(n);
+            notes.push("clients must send one of the forward keys: unknown or missing keys get 401 here (OpenAI-Forward passed them upstream); set routes[].pass_through_unknown_keys: true for the old behaviour".into());
+        }
+        _ if !upstream.is_empty() => {
+            notes.push("OPENAI_API_KEY_CONFIG without FORWARD_KEY_CONFIG: every client's request is sent with your upstream keys (OpenAI-Forward forwarded the client's own key); add forward keys to restrict who may use them".into());
+        }
+        _ => {}
     }
     notes
 }

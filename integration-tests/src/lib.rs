@@ -132,6 +132,9 @@ impl Gateway {
                 "warn",
                 "--component-log-level",
                 "wasm:info",
+                // As `llm-forward run` does: log lines within a second.
+                "--file-flush-interval-msec",
+                "1000",
             ])
             .args([
                 "--concurrency",

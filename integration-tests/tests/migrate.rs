@@ -135,6 +135,18 @@ fn run_in_a_folder_with_openai_forwards_shipped_env() {
         1,
         "refused requests never reach upstream"
     );
+    // LOG_OPENAI: the exchange is in the route's chat log within a couple of seconds (`run` sets
+    // Envoy's file flush interval to 1 s; Envoy's own default is 10 s).
+    let chat_log = dir.0.join("Log/root/chat.log");
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while std::fs::read_to_string(&chat_log).map_or(true, |t| !t.contains("\"hello\"")) {
+        assert!(
+            Instant::now() < deadline,
+            "no chat log line in {} after 4 s",
+            chat_log.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // REQ_RATE_LIMIT: /v1/models allows 2 a minute for level 0.
     let statuses: Vec<u16> = (0..3)
@@ -195,6 +207,63 @@ fn run_in_a_folder_with_openai_forwards_shipped_env() {
         stored_requests,
         "a cache hit reached upstream"
     );
+}
+
+/// What `aifd gen_config` writes: `""` placeholder keys, LevelDB cache settings, and more.
+#[test]
+fn run_in_a_folder_with_an_aifd_gen_config_env() {
+    let up = MockUpstream::spawn(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let dir = TempDir::new("migrate-gen-config");
+    let env = format!(
+        r#"FORWARD_CONFIG=[{{"base_url": "{0}", "route": "/", "type": "openai"}}, {{"base_url": "{0}", "route": "/gemini", "type": "general"}}]
+OPENAI_API_KEY_CONFIG={{"": [0]}}
+FORWARD_KEY_CONFIG={{"": 0}}
+LEVEL_MODELS={{"1": ["gpt-3.5-turbo"]}}
+CACHE_OPENAI=False
+CACHE_GENERAL=False
+CACHE_BACKEND=LevelDB
+CACHE_ROOT_PATH_OR_URL=./FLAXKV_DB
+DEFAULT_REQUEST_CACHING_VALUE=True
+CACHE_ROUTES=["/v1/chat/completions"]
+GLOBAL_RATE_LIMIT=inf
+RATE_LIMIT_STRATEGY=moving-window
+TOKEN_RATE_LIMIT={{"/v1/chat/completions": [{{"level": "0", "limit": "60/second"}}], "/v1/completions": [{{"level": "0", "limit": "60/second"}}]}}
+REQ_RATE_LIMIT={{"/v1/chat/completions": [{{"level": "0", "limit": "100/2minutes"}}], "/v1/completions": [{{"level": "0", "limit": "60/minute"}}], "/v1/embeddings": [{{"level": "0", "limit": "100/2minutes"}}]}}
+ITER_CHUNK_TYPE=one-by-one
+LOG_GENERAL=True
+LOG_OPENAI=True
+TZ=Asia/Shanghai
+TIMEOUT=6
+BENCHMARK_MODE=False
+WEBUI_RESTART_PORT=15555
+WEBUI_LOG_PORT=15556
+DEFAULT_STREAM_RESPONSE=True
+"#,
+        up.base_url()
+    );
+    std::fs::write(dir.0.join(".env"), env).unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let gw = start_in(&dir, port, admin);
+    let output = gw.output();
+    assert!(output.contains("clients' own keys pass through"), "{output}");
+    // As with OpenAI-Forward and this file: the client's own key reaches the upstream unchanged.
+    let ok = client()
+        .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+        .bearer_auth("sk-client-own")
+        .json(&chat_body("gpt-4o-mini", "hello"))
+        .send()
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(
+        up.requests()[0].header("authorization"),
+        Some("Bearer sk-client-own")
+    );
+    let general = client()
+        .get(format!("http://127.0.0.1:{port}/gemini/v1beta/models"))
+        .send()
+        .unwrap();
+    assert_eq!(general.status(), 200);
+    assert_eq!(up.requests()[1].path, "/v1beta/models");
 }
 
 #[test]

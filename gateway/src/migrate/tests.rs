@@ -460,3 +460,60 @@ fn route_kinds_from_forward_config() {
     )]);
     assert_eq!(c.routes[1].kind, RouteKind::General);
 }
+
+/// What `aifd gen_config` (OpenAI-Forward 0.8.1) writes: `""` placeholders instead of keys.
+const GEN_CONFIG_ENV: &str = r#"FORWARD_CONFIG=[{"base_url": "https://api.openai.com", "route": "/", "type": "openai"}, {"base_url": "https://generativelanguage.googleapis.com", "route": "/gemini", "type": "general"}]
+OPENAI_API_KEY_CONFIG={"": [0]}
+FORWARD_KEY_CONFIG={"": 0}
+LEVEL_MODELS={"1": ["gpt-3.5-turbo"]}
+CACHE_OPENAI=False
+CACHE_GENERAL=False
+CACHE_BACKEND=LevelDB
+CACHE_ROOT_PATH_OR_URL=./FLAXKV_DB
+DEFAULT_REQUEST_CACHING_VALUE=True
+CACHE_ROUTES=["/v1/chat/completions"]
+GLOBAL_RATE_LIMIT=inf
+RATE_LIMIT_STRATEGY=moving-window
+TOKEN_RATE_LIMIT={"/v1/chat/completions": [{"level": "0", "limit": "60/second"}], "/v1/completions": [{"level": "0", "limit": "60/second"}]}
+REQ_RATE_LIMIT={"/v1/chat/completions": [{"level": "0", "limit": "100/2minutes"}], "/v1/completions": [{"level": "0", "limit": "60/minute"}], "/v1/embeddings": [{"level": "0", "limit": "100/2minutes"}]}
+ITER_CHUNK_TYPE=one-by-one
+LOG_GENERAL=True
+LOG_OPENAI=True
+TZ=Asia/Shanghai
+TIMEOUT=6
+BENCHMARK_MODE=False
+WEBUI_RESTART_PORT=15555
+WEBUI_LOG_PORT=15556
+DEFAULT_STREAM_RESPONSE=True
+"#;
+
+#[test]
+fn gen_config_placeholders_are_no_keys() {
+    let overlay = from_dotenv(GEN_CONFIG_ENV, &none);
+    let (c, secrets, notes) = migrated(Some(&overlay), &none).unwrap();
+    // Like OpenAI-Forward with this file: no key swapped, nobody refused.
+    assert!(c.keys.upstream.is_empty() && c.keys.forward.is_empty());
+    assert!(secrets.is_empty(), "{secrets:?}");
+    assert_eq!(c.routes.len(), 2);
+    assert_eq!(c.limits.requests.len(), 3);
+    assert!(c.logging.chat && !c.cache.openai);
+    for name in ["OPENAI_API_KEY_CONFIG", "FORWARD_KEY_CONFIG"] {
+        assert!(
+            notes.iter().any(|n| n.starts_with(name) && n.contains("placeholder")),
+            "{notes:?}"
+        );
+    }
+    assert!(!notes.iter().any(|n| n.contains("401")), "{notes:?}");
+    // A real key next to the placeholder keeps its variable index 0.
+    let env = env_of(&[
+        ("OPENAI_API_KEY_CONFIG", r#"{"": [0], "sk-real": [0]}"#),
+        ("FORWARD_KEY_CONFIG", r#"{"": 0, "fk-real": 0}"#),
+    ]);
+    assert_eq!(
+        secret_vars(&env).unwrap(),
+        [
+            ("LLM_FORWARD_UPSTREAM_KEY_0".into(), "sk-real".into()),
+            ("LLM_FORWARD_FORWARD_KEY_0".into(), "fk-real".into()),
+        ]
+    );
+}
