@@ -32,15 +32,29 @@ pub fn api_for_path(route_path: &str) -> Option<ApiKind> {
 /// `2026-11-26T13:40:15.123Z` from milliseconds since the Unix epoch (UTC, proleptic Gregorian).
 pub fn rfc3339_utc(unix_ms: u64) -> String {
     let secs = unix_ms / 1000;
-    let millis = unix_ms % 1000;
     let (year, month, day) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    // Digit by digit: `format!` with padding was a measurable share of a record in V8.
+    let fields = [
+        ('\0', year.clamp(0, 9999) as u64, 4),
+        ('-', u64::from(month), 2),
+        ('-', u64::from(day), 2),
+        ('T', rem / 3600, 2),
+        (':', (rem % 3600) / 60, 2),
+        (':', rem % 60, 2),
+        ('.', unix_ms % 1000, 3),
+    ];
+    let mut out = String::with_capacity(24);
+    for (separator, value, width) in fields {
+        if separator != '\0' {
+            out.push(separator);
+        }
+        for i in (0..width).rev() {
+            out.push(char::from(b'0' + ((value / 10u64.pow(i)) % 10) as u8));
+        }
+    }
+    out.push('Z');
+    out
 }
 
 /// Howard Hinnant's days-to-civil algorithm.

@@ -284,6 +284,30 @@ impl IpPolicy {
     }
 }
 
+/// `ip` as text, like `ip.to_string()`; IPv4 without the formatting machinery (one per chat record,
+/// a measurable share of it in V8).
+pub fn ip_text(ip: &IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut out = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + (octet / 10) % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+            out
+        }
+        IpAddr::V6(v6) => v6.to_string(),
+    }
+}
+
 /// The IP of Envoy's `source.address` (or `destination.address`) property.
 ///
 /// Accepts `127.0.0.1:5678`, `[::1]:5678`, `[::1]`, and bare addresses (`1.2.3.4`, `::1`);
@@ -606,4 +630,17 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn ip_text_matches_display() {
+        for text in ["0.0.0.0", "127.0.0.1", "10.20.30.40", "255.255.255.255", "1.10.100.200", "::1", "2001:db8::8a2e:370:7334"] {
+            let ip: IpAddr = text.parse().unwrap();
+            assert_eq!(ip_text(&ip), ip.to_string());
+        }
+        for n in (0..=u32::MAX).step_by(65_521) {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(n));
+            assert_eq!(ip_text(&ip), ip.to_string());
+        }
+    }
+
 }

@@ -274,7 +274,10 @@ impl ChatLog {
         if !self.write {
             return;
         }
-        let ip = ex.client_ip.map(|ip| ip.to_string()).or_else(source_ip);
+        let ip = ex
+            .client_ip
+            .map(|ip| llm_forward_core::cidr::ip_text(&ip))
+            .or_else(source_ip);
         let record = chatlog::build(RecordInput {
             started_ms: ex.started_ms,
             now_ms: host::now_ms(),
@@ -300,8 +303,8 @@ impl ChatLog {
         });
         match serde_json::to_vec(&record) {
             Ok(line) => {
-                let key = format!("{LOG_PROPERTY}.{}", route.name);
-                if hostcalls::set_property(vec![key.as_str()], Some(&line)).is_err() {
+                let key = plugin.log_keys.get(ex.route).map_or("", String::as_str);
+                if hostcalls::set_property(vec![key], Some(&line)).is_err() {
                     host::log(
                         LogLevel::Warn,
                         "llm-forward: could not store the log record",

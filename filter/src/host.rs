@@ -77,7 +77,16 @@ pub fn header_value(map: MapType, name: &str) -> Option<String> {
         proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size)
     };
     let bytes = host_bytes(data, size);
-    (status == 0).then(|| String::from_utf8_lossy(&bytes).into_owned())
+    (status == 0).then(|| text(&bytes))
+}
+
+/// Header bytes as text: valid UTF-8 (nearly always) is copied as is; otherwise invalid bytes
+/// become U+FFFD (the lossy path walks the bytes in chunks, measurably slower in V8).
+fn text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
 }
 
 /// The proxy-wasm map serialisation: `count`, then `count` × (key length, value length), all u32
@@ -108,10 +117,7 @@ pub fn decode_header_pairs(bytes: &[u8]) -> Vec<(String, String)> {
             break;
         };
         p += value_len + 1;
-        pairs.push((
-            String::from_utf8_lossy(key).into_owned(),
-            String::from_utf8_lossy(value).into_owned(),
-        ));
+        pairs.push((text(key), text(value)));
     }
     pairs
 }

@@ -22,6 +22,8 @@ pub struct Plugin {
     pub cache: crate::cache::CacheShared,
     /// Rate limits, token quotas and pacing: rule ids, counters, paced streams.
     pub limits: crate::limiter::LimitsShared,
+    /// Filter-state key of each route's chat record (`llm_forward_log.<route>`), built once.
+    pub log_keys: Vec<String>,
 }
 
 #[derive(Default)]
@@ -89,6 +91,10 @@ impl RootContext for FilterRoot {
                     access,
                     cache,
                     limits,
+                    log_keys: names
+                        .iter()
+                        .map(|n| format!("{}.{n}", crate::chatlog::LOG_PROPERTY))
+                        .collect(),
                 }));
                 true
             }
