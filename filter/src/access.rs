@@ -88,8 +88,8 @@ impl AccessState {
         })
     }
 
-    /// Headers phase: IP list, then the key. Sets `client_ip`, `caller`, `api`, `upstream_key` and
-    /// swaps the upstream key into the request.
+    /// Headers phase: IP list, then the key. Sets `client_ip`, `caller` and `api`; an accepted
+    /// forward key leaves `key_swap_pending` for [`AccessState::swap_key`].
     pub fn on_request_headers(&self, config: &FilterConfig, ex: &mut Exchange) -> Step {
         let rules = &self.rules;
         if !rules.ip_open() {
@@ -167,17 +167,32 @@ impl AccessState {
                     level: fk.level,
                     key_name: Some(fk.name.clone()),
                 });
-                let chosen = self.next_upstream_key(ex.route, fk.level, ex.started_ms);
-                ex.upstream_key = chosen;
-                let secret = chosen
-                    .and_then(|k| rules.upstream_key(k))
-                    .map(|k| k.secret());
-                // No upstream key for this route and level: the forward key is removed, so it
-                // never reaches the upstream (a keyless local model, say).
-                write_key(&access.location, &ex.path, secret);
+                // The upstream key is chosen and written by `swap_key` once the request is
+                // certain to go upstream: a cache hit or a local reply uses no key.
+                ex.key_swap_pending = true;
                 Step::Continue
             }
         }
+    }
+
+    /// Puts the next pooled upstream key in place of the forward key (or removes the forward key
+    /// when the route and level have none). Called by the filter at every point where the request
+    /// goes upstream; does nothing unless `on_request_headers` accepted a forward key.
+    pub fn swap_key(&self, ex: &mut Exchange) {
+        if !std::mem::take(&mut ex.key_swap_pending) {
+            return;
+        }
+        let (Some(access), Some(caller)) = (self.rules.route(ex.route), ex.caller.as_ref()) else {
+            return;
+        };
+        let chosen = self.next_upstream_key(ex.route, caller.level, ex.started_ms);
+        ex.upstream_key = chosen;
+        let secret = chosen
+            .and_then(|k| self.rules.upstream_key(k))
+            .map(|k| k.secret());
+        // No upstream key for this route and level: the forward key is removed, so it never
+        // reaches the upstream (a keyless local model, say).
+        write_key(&access.location, &ex.path, secret);
     }
 
     /// Whether the access checks need the JSON body of this request: a model-checked path and a

@@ -68,6 +68,9 @@ pub struct Exchange {
     /// Index of the pooled upstream key swapped in by the access feature (never the key itself);
     /// an upstream 401/403/429 puts it in cooldown.
     pub upstream_key: Option<usize>,
+    /// A forward key was accepted and the upstream key is not written yet (see
+    /// `AccessState::swap_key`).
+    pub key_swap_pending: bool,
     /// Which OpenAI API the request targets, when it is one the filter understands.
     pub api: Option<ApiKind>,
     /// The parsed JSON request body (only for routes/paths whose features need it).

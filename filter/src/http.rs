@@ -50,6 +50,14 @@ impl RequestFilter {
         self
     }
 
+    /// The request goes upstream now: the upstream key replaces the forward key. Every path that
+    /// lets the request continue calls this first (a cache hit or a local reply never does).
+    fn forward(&mut self) {
+        if let Some(ex) = self.exchange.as_mut() {
+            self.plugin.access.swap_key(ex);
+        }
+    }
+
     fn reply(&mut self, reply: LocalReply) -> Action {
         self.plugin.metrics.count_local_reply(reply.status);
         let extra: Vec<(&str, &str)> = reply
@@ -92,10 +100,12 @@ impl Context for RequestFilter {
     ) {
         // The only calls an HTTP context makes are cache lookups.
         let (Some(cache), Some(ex)) = (self.cache.as_mut(), self.exchange.as_mut()) else {
+            self.forward();
             let _ = hostcalls::resume_http_request();
             return;
         };
         if !cache.on_lookup_response(&self.plugin, ex, body_size) {
+            self.forward();
             let _ = hostcalls::resume_http_request();
         }
     }
@@ -164,6 +174,7 @@ impl HttpContext for RequestFilter {
             self.reading_body = true;
             return Action::Pause;
         }
+        self.forward();
         Action::Continue
     }
 
@@ -209,6 +220,7 @@ impl HttpContext for RequestFilter {
             // Resumed (or answered) when the cache lookup returns.
             return Action::Pause;
         }
+        self.forward();
         Action::Continue
     }
 

@@ -467,12 +467,16 @@ fn forward_key_levels_do_not_share_entries_under_the_default_scope() {
     let port = cache.addr().port();
     let (up, gen) = (mock(), mock());
     let mut c = cache_config(&up, &gen, port);
-    c.keys.upstream = vec![UpstreamKeyConfig {
-        key: Some("sk-upstream-cache-test".into()),
+    let upstream_key = |key: &str| UpstreamKeyConfig {
+        key: Some(key.into()),
         file: None,
         levels: vec![0, 1, 2],
         routes: Vec::new(),
-    }];
+    };
+    c.keys.upstream = vec![
+        upstream_key("sk-upstream-cache-test"),
+        upstream_key("sk-upstream-cache-second"),
+    ];
     let fk = |name: &str, level: u32| ForwardKeyConfig {
         name: Some(name.into()),
         key: format!("fk-cache-test-{name}"),
@@ -505,11 +509,26 @@ fn forward_key_levels_do_not_share_entries_under_the_default_scope() {
         "another level does not"
     );
     assert_eq!(up.request_count(), 2);
-    // The upstream saw the real key, never the forward key.
+    // Level 1 again, another question: a miss.
+    let q2 = with(question(2), json!({"caching": true}));
+    assert_eq!(as_key("alice", &q2).x_cache, "MISS");
+    let level_one: Vec<String> = [0, 2]
+        .iter()
+        .map(|&i| up.requests()[i].header("authorization").unwrap_or("").to_string())
+        .collect();
+    // The upstream saw the real keys, never a forward key (the misses went through the lookup
+    // and its answer), and bob's hit in between took no key from level 1's rotation.
     assert_eq!(
-        up.requests()[0].header("authorization"),
-        Some("Bearer sk-upstream-cache-test")
+        level_one,
+        [
+            "Bearer sk-upstream-cache-test",
+            "Bearer sk-upstream-cache-second"
+        ]
     );
+    assert!(up
+        .requests()
+        .iter()
+        .all(|r| !r.header("authorization").unwrap_or("").contains("fk-")));
 }
 
 #[test]
