@@ -577,6 +577,9 @@ pub struct Replay {
     pub status: u32,
     pub content_type: String,
     pub body: Vec<u8>,
+    /// The stored answer as the client receives it (no usage when a stream without
+    /// `include_usage` was asked for); `None` for embeddings and raw bodies.
+    pub answer: Option<Answer>,
 }
 
 /// The reply to a hit, in the mode the client asked for. Same mode as stored: the stored bytes
@@ -594,10 +597,19 @@ pub fn replay(
     if !(200..300).contains(&meta.status) {
         return None;
     }
+    let answered = || {
+        meta.answer.clone().map(|mut a| {
+            if want_stream && !include_usage {
+                a.usage = None;
+            }
+            a
+        })
+    };
     let stored = |ct: &str| Replay {
         status: u32::from(meta.status),
         content_type: meta.content_type.clone().unwrap_or_else(|| ct.to_string()),
         body: entry.body.clone(),
+        answer: answered(),
     };
     let api = match (meta.kind, meta.api) {
         (BodyKind::Raw, _) => return Some(stored("application/octet-stream")),
@@ -651,6 +663,7 @@ pub fn replay(
         status: u32::from(meta.status),
         content_type: content_type.to_string(),
         body,
+        answer: answered(),
     })
 }
 

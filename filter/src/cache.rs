@@ -326,6 +326,7 @@ impl CacheRequest {
         if replay.content_type.starts_with("text/event-stream") {
             headers.push(("cache-control", "no-cache"));
         }
+        headers.extend(ex.reply_headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         if hostcalls::send_http_response(replay.status, headers, Some(&replay.body)).is_err() {
             bump(plugin.cache.error);
             return false;
@@ -335,6 +336,12 @@ impl CacheRequest {
         self.key = None;
         ex.status = replay.status;
         ex.cache_status = Some("hit");
+        ex.local_reply = true;
+        ex.response_content_type = Some(replay.content_type.clone());
+        // The record and the usage metrics take the stored answer instead of re-reading the reply.
+        if replay.answer.is_some() {
+            ex.answer = replay.answer.clone();
+        }
         true
     }
 

@@ -154,7 +154,8 @@ impl ChatLog {
         if self.write && ex.first_byte_ms.is_none() {
             ex.first_byte_ms = Some(host::now_ms());
         }
-        if !(200..300).contains(&ex.status) {
+        // Not a 2xx, or a cache hit whose answer is already known: nothing to read.
+        if !(200..300).contains(&ex.status) || ex.answer.is_some() {
             return;
         }
         let content_type = match ex.response_content_type.clone() {

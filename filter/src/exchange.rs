@@ -81,6 +81,11 @@ pub struct Exchange {
     pub stream: bool,
     /// Upstream (or local) response status.
     pub status: u32,
+    /// The filter answered itself (an error or a cache hit): the response phases see its own
+    /// reply, whose status, content type and headers it already knows.
+    pub local_reply: bool,
+    /// Headers every response carries, local replies included (`x-ratelimit-*`).
+    pub reply_headers: Vec<(String, String)>,
     pub response_content_type: Option<String>,
     /// What the response produced (text, tool calls, usage), filled by the logs feature.
     pub answer: Option<Answer>,

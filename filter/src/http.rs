@@ -60,14 +60,23 @@ impl RequestFilter {
 
     fn reply(&mut self, reply: LocalReply) -> Action {
         self.plugin.metrics.count_local_reply(reply.status);
-        let extra: Vec<(&str, &str)> = reply
+        let mut extra: Vec<(&str, &str)> = reply
             .headers
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
+        if let Some(ex) = self.exchange.as_ref() {
+            for (k, v) in &ex.reply_headers {
+                if !extra.iter().any(|(name, _)| name == k) {
+                    extra.push((k.as_str(), v.as_str()));
+                }
+            }
+        }
         host::send_error(reply.status, &reply.message, reply.kind, reply.code, &extra);
         if let Some(ex) = self.exchange.as_mut() {
             ex.status = reply.status;
+            ex.local_reply = true;
+            ex.response_content_type = Some("application/json".into());
         }
         Action::Pause
     }
@@ -148,6 +157,9 @@ impl HttpContext for RequestFilter {
         if step == Step::Continue {
             let (limits, limit_step) =
                 crate::limiter::LimitRequest::start(&self.plugin, &mut ex, self.context_id);
+            if let Some(l) = &limits {
+                ex.reply_headers = l.headers().to_vec();
+            }
             self.limits = limits;
             step = limit_step;
         }
@@ -228,7 +240,10 @@ impl HttpContext for RequestFilter {
         if let Some(ex) = self.exchange.as_mut() {
             // Logs and limits also want `content-type`: then one read of the whole (small) map
             // costs fewer VM crossings than two single-value reads.
-            let status = if self.chatlog.is_some() || self.limits.is_some() {
+            let status = if ex.local_reply {
+                // Our own reply: status and content type were set when it was sent.
+                Some(ex.status)
+            } else if self.chatlog.is_some() || self.limits.is_some() {
                 let pairs = host::header_pairs(MapType::HttpResponseHeaders);
                 ex.response_content_type = Some(
                     host::header(&pairs, "content-type")

@@ -496,8 +496,17 @@ impl LimitRequest {
         }
     }
 
+    /// The `x-ratelimit-*` headers of this request's response.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
     /// Response headers: OpenAI's rate-limit headers; decide how the body is read.
     pub fn on_response_headers(&mut self, ex: &mut Exchange, others_parse: bool) {
+        if ex.local_reply {
+            // Sent with the reply (`Exchange::reply_headers`); nothing to rewrite, pace or charge.
+            return;
+        }
         for (name, value) in &self.headers {
             host::set_response_header(name, Some(value));
         }

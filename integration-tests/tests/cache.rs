@@ -733,3 +733,71 @@ fn worker_cache_answers_repeats_and_follows_refresh_skip_and_expiry() {
     assert_eq!(chat(&gw, &q).source, "service", "the worker's copy expired");
     assert_eq!(up.request_count(), 4);
 }
+
+/// A hit is the filter's own reply: it still carries the `x-ratelimit-*` headers, and its chat
+/// record has the stored answer (taken from the entry, not by re-reading the reply).
+#[test]
+fn hits_carry_rate_limit_headers_and_are_logged_with_their_answer() {
+    use llm_forward_core::limits::config::{LimitRule, Per};
+    let dir = TempDir::new("cache-limits-logs");
+    let cache = start_cache(&service_config(CacheBackend::Memory, &dir), 0);
+    let port = cache.addr().port();
+    let (up, gen) = (mock(), mock());
+    let mut c = cache_config(&up, &gen, port);
+    c.server.concurrency = 1;
+    c.logging.chat = true;
+    c.limits.requests = vec![LimitRule {
+        path: "/v1/chat/completions".into(),
+        limit: llm_forward_core::limits::parse_limit("100/hour").unwrap(),
+        per: Per::Global,
+        level: None,
+    }];
+    c.limits.strategy = llm_forward_core::limits::Strategy::SlidingWindow;
+    let gw = Gateway::start(c);
+    let q = with(question(7), json!({"caching": true}));
+    let remaining = |body: &Value| {
+        let resp = client()
+            .post(gw.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .unwrap();
+        let header = |n: &str| {
+            resp.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let (cache, left) = (header("x-cache"), header("x-ratelimit-remaining-requests"));
+        assert_eq!(header("x-ratelimit-limit-requests"), "100");
+        assert_eq!(resp.status(), 200);
+        (cache, left)
+    };
+    assert_eq!(remaining(&q), ("MISS".into(), "99".into()));
+    wait_stores(port, 1);
+    assert_eq!(remaining(&q), ("HIT".into(), "98".into()));
+    let streamed = remaining(&with(q.clone(), json!({"stream": true})));
+    assert_eq!(streamed, ("HIT".into(), "97".into()));
+    assert_eq!(up.request_count(), 1);
+
+    // Three records; the hits carry the stored answer, the stream without usage (not asked for).
+    let log = gw.dir.0.join("root").join("chat.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let records: Vec<Value> = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().count() >= 3 || Instant::now() > deadline {
+            break text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(records.len(), 3, "{records:?}");
+    let caches: Vec<&str> = records.iter().map(|r| r["cache"].as_str().unwrap_or("")).collect();
+    assert_eq!(caches, ["miss", "hit", "hit"]);
+    for r in &records {
+        assert_eq!(r["answer"]["choices"][0]["content"], ANSWER, "{r}");
+    }
+    assert_eq!(records[1]["usage"], records[0]["usage"]);
+    assert!(records[0]["usage"]["total_tokens"].as_u64().unwrap() > 0);
+    assert!(records[2]["usage"].is_null(), "{}", records[2]);
+}
