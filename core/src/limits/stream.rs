@@ -141,7 +141,7 @@ pub fn rewrite_injected_usage(event: &[u8]) -> UsageRewrite {
         return UsageRewrite::Keep;
     };
     let mut data_line: Option<&str> = None;
-    for line in text.lines() {
+    for line in sse_lines(text) {
         if let Some(rest) = line.strip_prefix("data:") {
             if data_line.is_some() {
                 return UsageRewrite::Keep;
@@ -183,8 +183,7 @@ pub fn rewrite_injected_usage(event: &[u8]) -> UsageRewrite {
                     candidate.push_str(text.get(..pos).unwrap_or_default());
                     candidate.push_str(text.get(pos + pattern.len()..).unwrap_or_default());
                     // Accept only if the data now parses to exactly the object without `usage`.
-                    let ok = candidate
-                        .lines()
+                    let ok = sse_lines(&candidate)
                         .find_map(|l| l.strip_prefix("data:"))
                         .and_then(|d| serde_json::from_str::<Value>(d.trim()).ok())
                         .is_some_and(|v| v == want);
@@ -197,6 +196,12 @@ pub fn rewrite_injected_usage(event: &[u8]) -> UsageRewrite {
         }
         _ => UsageRewrite::Keep,
     }
+}
+
+/// The lines of an event as SSE reads them: CR, LF and CRLF all end a line (`str::lines` does not
+/// split on a lone CR, so a `data:` line holding one would be read differently from clients).
+fn sse_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.split(['\r', '\n'])
 }
 
 /// Whether the client's JSON request asked for usage in the stream.
@@ -246,6 +251,19 @@ mod tests {
         }
         out.extend(s.finish());
         out
+    }
+
+    #[test]
+    fn a_lone_cr_ends_the_data_line_as_clients_read_it() {
+        // Clients read `data: {"id":"1"` (not JSON) and an ignored field line: nothing to rewrite,
+        // although the raw bytes hold `,"usage":null`. Found by the `sse` fuzz target.
+        let event = b"data: {\"id\":\"1\"\r,\"choices\":[{\"index\":0}],\"usage\":null}\n\n";
+        assert_eq!(rewrite_injected_usage(event), UsageRewrite::Keep);
+        let fine = b"data: {\"id\":\"1\",\"choices\":[{\"index\":0}],\"usage\":null}\r\r";
+        assert_eq!(
+            rewrite_injected_usage(fine),
+            UsageRewrite::Replace(b"data: {\"id\":\"1\",\"choices\":[{\"index\":0}]}\r\r".to_vec())
+        );
     }
 
     #[test]
