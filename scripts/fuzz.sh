@@ -6,12 +6,17 @@
 # core/fuzz/artifacts/<target>/ and fails the script: fix the bug, then copy the input to
 # core/fuzz/regressions/<target>/ (cargo test replays it: core/tests/fuzz_regressions.rs).
 #
+# Runs are reproducible: libFuzzer's seed is FUZZ_SEED (default 1), so CI replays the same
+# mutation sequence (a faster machine just gets further along it). FUZZ_SEED=0 picks a random seed
+# for exploring.
+#
 #   scripts/fuzz.sh                 all targets
 #   scripts/fuzz.sh sse answer      some targets
-#   FUZZ_SECONDS=300 scripts/fuzz.sh config
+#   FUZZ_SECONDS=300 FUZZ_SEED=0 scripts/fuzz.sh config
 set -euo pipefail
 cd "$(dirname "$0")/../core/fuzz"
 SECONDS_EACH="${FUZZ_SECONDS:-20}"
+SEED="${FUZZ_SEED:-1}"
 TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
   TARGETS=(sse answer limits config request_body cache_entry)
@@ -42,7 +47,7 @@ for t in "${TARGETS[@]}"; do
   done
   echo "fuzz: $t for ${SECONDS_EACH}s"
   if ! cargo +nightly fuzz run "${FLAGS[@]}" "$t" "corpus/$t" "${seeds[@]}" -- \
-      -max_total_time="$SECONDS_EACH" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
+      -max_total_time="$SECONDS_EACH" -seed="$SEED" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
       -print_final_stats=1 -close_fd_mask=1 > "artifacts/$t.log" 2>&1; then
     failed+=("$t")
     tail -n 60 "artifacts/$t.log" >&2
