@@ -236,6 +236,22 @@ impl HttpContext for RequestFilter {
         Action::Continue
     }
 
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.reading_body {
+            // The body ended with trailers instead of end-of-stream: the body phase never saw its
+            // end, so the model check, cache lookup and key swap did not run. JSON APIs never send
+            // request trailers; refuse rather than forward an unchecked request.
+            self.reading_body = false;
+            return self.reply(LocalReply::new(
+                400,
+                "Request trailers are not supported on this endpoint.",
+                "invalid_request_error",
+                "unsupported_trailers",
+            ));
+        }
+        Action::Continue
+    }
+
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if let Some(ex) = self.exchange.as_mut() {
             // Logs and limits also want `content-type`: then one read of the whole (small) map
