@@ -52,7 +52,7 @@ for t in "${TARGETS[@]}"; do
     failed+=("$t")
     tail -n 60 "artifacts/$t.log" >&2
   else
-    grep -E '^stat::number_of_executed_units|^#[0-9]+.*DONE' "artifacts/$t.log" | tail -n 2 | sed "s/^/fuzz: $t: /"
+    grep -aE '^stat::number_of_executed_units|^#[0-9]+.*DONE' "artifacts/$t.log" | tail -n 2 | sed "s/^/fuzz: $t: /"
   fi
 done
 if [ ${#failed[@]} -gt 0 ]; then
