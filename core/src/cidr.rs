@@ -633,7 +633,15 @@ mod tests {
 
     #[test]
     fn ip_text_matches_display() {
-        for text in ["0.0.0.0", "127.0.0.1", "10.20.30.40", "255.255.255.255", "1.10.100.200", "::1", "2001:db8::8a2e:370:7334"] {
+        for text in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "1.10.100.200",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
             let ip: IpAddr = text.parse().unwrap();
             assert_eq!(ip_text(&ip), ip.to_string());
         }
@@ -642,5 +650,4 @@ mod tests {
             assert_eq!(ip_text(&ip), ip.to_string());
         }
     }
-
 }

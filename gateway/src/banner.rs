@@ -32,7 +32,12 @@ pub fn banner(config: &ValidConfig, version: &str, access_log: &str, demo: bool)
             } else {
                 "every request gets an upstream key"
             }
-        } else if config.raw.routes.iter().all(|r| r.pass_through_unknown_keys) {
+        } else if config
+            .raw
+            .routes
+            .iter()
+            .all(|r| r.pass_through_unknown_keys)
+        {
             "unknown keys pass through"
         } else {
             "unknown keys get 401"
@@ -186,7 +191,10 @@ mod tests {
     #[test]
     fn banner_says_what_clients_without_a_forward_key_get() {
         let with = |yaml: &str| {
-            let c = crate::config_file::parse_yaml(yaml).unwrap().validate().unwrap();
+            let c = crate::config_file::parse_yaml(yaml)
+                .unwrap()
+                .validate()
+                .unwrap();
             banner(&c, "0.1.0", "Log/access.log", false)
         };
         let b = with("keys:\n  upstream:\n    - key: sk-1\n      levels: [0]\n");

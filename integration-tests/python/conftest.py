@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -69,6 +70,31 @@ def start_gateway(tmp_path, *args, env_extra=None):
             raise RuntimeError(f"llm-forward not ready after 60s:\n{gw.output()}")
         time.sleep(0.1)
     return gw
+
+
+def start_mock():
+    """`llm-forward mock` on a free port, ready; returns (process, port)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(gateway_binary()), "mock", "--listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 10
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1)
+            return proc, port
+        except Exception:
+            if time.time() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.1)
+
+
+def stop_mock(proc):
+    proc.terminate()
+    proc.wait(timeout=10)
 
 
 def stop_gateway(gw, timeout=15):

@@ -4,15 +4,12 @@ model with one trailer and got 200 (the body phase never saw its end, so the mod
 key swap were skipped)."""
 import json
 import socket
-import subprocess
-import time
-import urllib.request
 
 import h2.config
 import h2.connection
 import h2.events
 import pytest
-from conftest import free_port, gateway_binary, start_gateway, stop_gateway
+from conftest import start_gateway, start_mock, stop_gateway, stop_mock
 
 CONFIG = """routes:
   - route: /
@@ -26,25 +23,12 @@ keys:
 
 @pytest.fixture
 def keyed_gateway(tmp_path):
-    mock_port = free_port()
-    mock = subprocess.Popen([str(gateway_binary()), "mock", "--listen", f"127.0.0.1:{mock_port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 10
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{mock_port}/v1/models", timeout=1)
-            break
-        except Exception:
-            if time.time() > deadline:
-                mock.kill()
-                raise
-            time.sleep(0.1)
+    mock, mock_port = start_mock()
     (tmp_path / "llm-forward.yaml").write_text(CONFIG.format(mock=mock_port))
     gw = start_gateway(tmp_path)
     yield gw
     stop_gateway(gw)
-    mock.terminate()
-    mock.wait(timeout=10)
+    stop_mock(mock)
 
 
 def h2_chat(port, key, model, trailers):

@@ -1,11 +1,9 @@
 """The official openai client against `llm-forward run` started in a folder holding an OpenAI-Forward .env."""
-import subprocess
 import time
-import urllib.request
 
 import openai
 import pytest
-from conftest import free_port, gateway_binary, start_gateway, stop_gateway
+from conftest import free_port, start_gateway, start_mock, stop_gateway, stop_mock
 
 ENV = """LOG_OPENAI=true
 CACHE_OPENAI=true
@@ -24,28 +22,12 @@ ITER_CHUNK_TYPE=one-by-one
 
 @pytest.fixture
 def env_gateway(tmp_path):
-    mock_port = free_port()
-    mock = subprocess.Popen(
-        [str(gateway_binary()), "mock", "--listen", f"127.0.0.1:{mock_port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 10
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{mock_port}/v1/models", timeout=1)
-            break
-        except Exception:
-            if time.time() > deadline:
-                mock.kill()
-                raise
-            time.sleep(0.1)
+    mock, mock_port = start_mock()
     (tmp_path / ".env").write_text(ENV.format(mock=mock_port))
     gw = start_gateway(tmp_path, env_extra={"CACHE_PORT": str(free_port())})
     yield gw
     stop_gateway(gw)
-    mock.terminate()
-    mock.wait(timeout=10)
+    stop_mock(mock)
 
 
 def test_openai_client_through_an_openai_forward_env(env_gateway):

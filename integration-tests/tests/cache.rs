@@ -514,7 +514,12 @@ fn forward_key_levels_do_not_share_entries_under_the_default_scope() {
     assert_eq!(as_key("alice", &q2).x_cache, "MISS");
     let level_one: Vec<String> = [0, 2]
         .iter()
-        .map(|&i| up.requests()[i].header("authorization").unwrap_or("").to_string())
+        .map(|&i| {
+            up.requests()[i]
+                .header("authorization")
+                .unwrap_or("")
+                .to_string()
+        })
         .collect();
     // The upstream saw the real keys, never a forward key (the misses went through the lookup
     // and its answer), and bob's hit in between took no key from level 1's rotation.
@@ -787,12 +792,18 @@ fn hits_carry_rate_limit_headers_and_are_logged_with_their_answer() {
     let records: Vec<Value> = loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         if text.lines().count() >= 3 || Instant::now() > deadline {
-            break text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            break text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
         }
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(records.len(), 3, "{records:?}");
-    let caches: Vec<&str> = records.iter().map(|r| r["cache"].as_str().unwrap_or("")).collect();
+    let caches: Vec<&str> = records
+        .iter()
+        .map(|r| r["cache"].as_str().unwrap_or(""))
+        .collect();
     assert_eq!(caches, ["miss", "hit", "hit"]);
     for r in &records {
         assert_eq!(r["answer"]["choices"][0]["content"], ANSWER, "{r}");

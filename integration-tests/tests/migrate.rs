@@ -245,7 +245,10 @@ DEFAULT_STREAM_RESPONSE=True
     let (port, admin) = (free_port(), free_port());
     let gw = start_in(&dir, port, admin);
     let output = gw.output();
-    assert!(output.contains("clients' own keys pass through"), "{output}");
+    assert!(
+        output.contains("clients' own keys pass through"),
+        "{output}"
+    );
     // As with OpenAI-Forward and this file: the client's own key reaches the upstream unchanged.
     let ok = client()
         .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))

@@ -35,7 +35,9 @@ impl RootContext for NoopRoot {
         true
     }
     fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Noop { probe: self.probe.clone() }))
+        Some(Box::new(Noop {
+            probe: self.probe.clone(),
+        }))
     }
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
@@ -58,13 +60,25 @@ impl Noop {
                     let _ = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, ":path");
                 }
                 ("set_request_header", "request") => {
-                    let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, "x-probe", Some(b"v"));
+                    let _ = hostcalls::set_map_value_bytes(
+                        MapType::HttpRequestHeaders,
+                        "x-probe",
+                        Some(b"v"),
+                    );
                 }
                 ("add_response_header", "response") => {
-                    let _ = hostcalls::add_map_value_bytes(MapType::HttpResponseHeaders, "x-probe", b"v");
+                    let _ = hostcalls::add_map_value_bytes(
+                        MapType::HttpResponseHeaders,
+                        "x-probe",
+                        b"v",
+                    );
                 }
                 ("set_response_header", "response") => {
-                    let _ = hostcalls::set_map_value_bytes(MapType::HttpResponseHeaders, "x-probe", Some(b"v"));
+                    let _ = hostcalls::set_map_value_bytes(
+                        MapType::HttpResponseHeaders,
+                        "x-probe",
+                        Some(b"v"),
+                    );
                 }
                 ("response_map", "response") => {
                     let _ = hostcalls::get_map_bytes(MapType::HttpResponseHeaders);

@@ -499,7 +499,9 @@ fn gen_config_placeholders_are_no_keys() {
     assert!(c.logging.chat && !c.cache.openai);
     for name in ["OPENAI_API_KEY_CONFIG", "FORWARD_KEY_CONFIG"] {
         assert!(
-            notes.iter().any(|n| n.starts_with(name) && n.contains("placeholder")),
+            notes
+                .iter()
+                .any(|n| n.starts_with(name) && n.contains("placeholder")),
             "{notes:?}"
         );
     }
