@@ -80,6 +80,8 @@ struct Reply {
     /// `x-cache-source` of a hit: `worker` or `service`.
     source: String,
     content_type: String,
+    /// `x-ratelimit-limit-requests` and `x-ratelimit-remaining-requests` (empty when absent).
+    rate_limit: (String, String),
     body: String,
 }
 
@@ -103,6 +105,10 @@ fn send(gw: &Gateway, path: &str, headers: &[(&str, &str)], body: &Value) -> Rep
         x_cache: header("x-cache"),
         source: header("x-cache-source"),
         content_type: header("content-type"),
+        rate_limit: (
+            header("x-ratelimit-limit-requests"),
+            header("x-ratelimit-remaining-requests"),
+        ),
         body: resp.text().unwrap(),
     }
 }
@@ -761,23 +767,10 @@ fn hits_carry_rate_limit_headers_and_are_logged_with_their_answer() {
     let gw = Gateway::start(c);
     let q = with(question(7), json!({"caching": true}));
     let remaining = |body: &Value| {
-        let resp = client()
-            .post(gw.url("/v1/chat/completions"))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .unwrap();
-        let header = |n: &str| {
-            resp.headers()
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string()
-        };
-        let (cache, left) = (header("x-cache"), header("x-ratelimit-remaining-requests"));
-        assert_eq!(header("x-ratelimit-limit-requests"), "100");
-        assert_eq!(resp.status(), 200);
-        (cache, left)
+        let reply = chat(&gw, body);
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.rate_limit.0, "100");
+        (reply.x_cache, reply.rate_limit.1)
     };
     assert_eq!(remaining(&q), ("MISS".into(), "99".into()));
     wait_stores(port, 1);

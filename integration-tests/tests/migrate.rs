@@ -214,33 +214,10 @@ fn run_in_a_folder_with_openai_forwards_shipped_env() {
 fn run_in_a_folder_with_an_aifd_gen_config_env() {
     let up = MockUpstream::spawn(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
     let dir = TempDir::new("migrate-gen-config");
-    let env = format!(
-        r#"FORWARD_CONFIG=[{{"base_url": "{0}", "route": "/", "type": "openai"}}, {{"base_url": "{0}", "route": "/gemini", "type": "general"}}]
-OPENAI_API_KEY_CONFIG={{"": [0]}}
-FORWARD_KEY_CONFIG={{"": 0}}
-LEVEL_MODELS={{"1": ["gpt-3.5-turbo"]}}
-CACHE_OPENAI=False
-CACHE_GENERAL=False
-CACHE_BACKEND=LevelDB
-CACHE_ROOT_PATH_OR_URL=./FLAXKV_DB
-DEFAULT_REQUEST_CACHING_VALUE=True
-CACHE_ROUTES=["/v1/chat/completions"]
-GLOBAL_RATE_LIMIT=inf
-RATE_LIMIT_STRATEGY=moving-window
-TOKEN_RATE_LIMIT={{"/v1/chat/completions": [{{"level": "0", "limit": "60/second"}}], "/v1/completions": [{{"level": "0", "limit": "60/second"}}]}}
-REQ_RATE_LIMIT={{"/v1/chat/completions": [{{"level": "0", "limit": "100/2minutes"}}], "/v1/completions": [{{"level": "0", "limit": "60/minute"}}], "/v1/embeddings": [{{"level": "0", "limit": "100/2minutes"}}]}}
-ITER_CHUNK_TYPE=one-by-one
-LOG_GENERAL=True
-LOG_OPENAI=True
-TZ=Asia/Shanghai
-TIMEOUT=6
-BENCHMARK_MODE=False
-WEBUI_RESTART_PORT=15555
-WEBUI_LOG_PORT=15556
-DEFAULT_STREAM_RESPONSE=True
-"#,
-        up.base_url()
-    );
+    // The file as `aifd gen_config` writes it (shared with the unit test), upstreams on the mock.
+    let env = include_str!("../../gateway/src/migrate/aifd-gen-config.env")
+        .replace("https://api.openai.com", &up.base_url())
+        .replace("https://generativelanguage.googleapis.com", &up.base_url());
     std::fs::write(dir.0.join(".env"), env).unwrap();
     let (port, admin) = (free_port(), free_port());
     let gw = start_in(&dir, port, admin);

@@ -462,30 +462,7 @@ fn route_kinds_from_forward_config() {
 }
 
 /// What `aifd gen_config` (OpenAI-Forward 0.8.1) writes: `""` placeholders instead of keys.
-const GEN_CONFIG_ENV: &str = r#"FORWARD_CONFIG=[{"base_url": "https://api.openai.com", "route": "/", "type": "openai"}, {"base_url": "https://generativelanguage.googleapis.com", "route": "/gemini", "type": "general"}]
-OPENAI_API_KEY_CONFIG={"": [0]}
-FORWARD_KEY_CONFIG={"": 0}
-LEVEL_MODELS={"1": ["gpt-3.5-turbo"]}
-CACHE_OPENAI=False
-CACHE_GENERAL=False
-CACHE_BACKEND=LevelDB
-CACHE_ROOT_PATH_OR_URL=./FLAXKV_DB
-DEFAULT_REQUEST_CACHING_VALUE=True
-CACHE_ROUTES=["/v1/chat/completions"]
-GLOBAL_RATE_LIMIT=inf
-RATE_LIMIT_STRATEGY=moving-window
-TOKEN_RATE_LIMIT={"/v1/chat/completions": [{"level": "0", "limit": "60/second"}], "/v1/completions": [{"level": "0", "limit": "60/second"}]}
-REQ_RATE_LIMIT={"/v1/chat/completions": [{"level": "0", "limit": "100/2minutes"}], "/v1/completions": [{"level": "0", "limit": "60/minute"}], "/v1/embeddings": [{"level": "0", "limit": "100/2minutes"}]}
-ITER_CHUNK_TYPE=one-by-one
-LOG_GENERAL=True
-LOG_OPENAI=True
-TZ=Asia/Shanghai
-TIMEOUT=6
-BENCHMARK_MODE=False
-WEBUI_RESTART_PORT=15555
-WEBUI_LOG_PORT=15556
-DEFAULT_STREAM_RESPONSE=True
-"#;
+const GEN_CONFIG_ENV: &str = include_str!("aifd-gen-config.env");
 
 #[test]
 fn gen_config_placeholders_are_no_keys() {
