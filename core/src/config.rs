@@ -112,7 +112,7 @@ impl ConsoleConfig {
             ));
         }
         // Collisions matter only when it is served (a disabled default must not break configs).
-        let taken = self.port == server.port || self.port == server.admin_port;
+        let taken = self.port == server.port || Some(self.port) == server.admin_port;
         if self.port == 0 || (self.enabled && taken) {
             errors.push(ConfigError::new(
                 "console.port",
@@ -150,6 +150,9 @@ pub struct LoggingConfig {
     pub max_request_bytes: u32,
     /// `llm-forward run` rotates a chat log once it reaches this size (0 = never).
     pub rotate_bytes: u64,
+    /// Log files, the disk cache file and config backups readable by the user's group (0640)
+    /// instead of only by the user (0600). They hold conversations and may hold keys.
+    pub group_readable: bool,
 }
 
 impl Default for LoggingConfig {
@@ -161,6 +164,7 @@ impl Default for LoggingConfig {
             max_answer_bytes: 1024 * 1024,
             max_request_bytes: 1024 * 1024,
             rotate_bytes: 50 * 1000 * 1000,
+            group_readable: false,
         }
     }
 }
@@ -171,14 +175,69 @@ pub struct ServerConfig {
     /// Listener address; `0.0.0.0` like `aifd run`.
     pub address: String,
     pub port: u16,
-    /// Envoy admin port, always bound to 127.0.0.1.
-    pub admin_port: u16,
+    /// Envoy admin on this 127.0.0.1 port. Unset (the default): `llm-forward run` puts the admin
+    /// on a Unix socket in its private runtime folder, out of reach of other local users and
+    /// browsers; `llm-forward render` writes 127.0.0.1:8001.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_port: Option<u16>,
     /// Envoy worker threads; 0 lets Envoy use one per core.
     pub concurrency: u32,
     /// Bytes Envoy buffers per connection (listener and clusters). Request bodies above it get 413.
     pub buffer_limit_bytes: u32,
     /// How many `X-Forwarded-For` hops in front of the gateway are trusted for the client address.
     pub xff_num_trusted_hops: u32,
+    /// Which web pages may call the gateway from a browser.
+    pub cors: CorsConfig,
+}
+
+/// `server.cors`: browser access from other origins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Origins allowed (`https://app.example.com`), or `"*"` for any; empty turns CORS off.
+    pub allow_origins: Vec<String>,
+    /// Let pages send cookies / HTTP auth (`Access-Control-Allow-Credentials`). Only with listed
+    /// origins, never with `"*"`: a credentialed answer to any origin lets every website act as
+    /// the visitor.
+    pub allow_credentials: bool,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        CorsConfig {
+            allow_origins: vec!["*".into()],
+            allow_credentials: false,
+        }
+    }
+}
+
+impl CorsConfig {
+    fn check(&self, errors: &mut Vec<ConfigError>) {
+        let any = self.allow_origins.iter().any(|o| o == "*");
+        if any && self.allow_credentials {
+            errors.push(ConfigError::new(
+                "server.cors.allow_credentials",
+                "cannot be true with allow_origins \"*\": list the origins that may send credentials",
+            ));
+        }
+        for (i, o) in self.allow_origins.iter().enumerate() {
+            let well_formed = o == "*"
+                || ((o.starts_with("https://") || o.starts_with("http://"))
+                    && !o.ends_with('/')
+                    && o.split_once("://").is_some_and(|(_, host)| {
+                        !host.is_empty()
+                            && host
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+                    }));
+            if !well_formed {
+                errors.push(ConfigError::new(
+                    format!("server.cors.allow_origins[{i}]"),
+                    format!("`{o}` is not an origin like https://app.example.com (or \"*\")"),
+                ));
+            }
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -186,10 +245,11 @@ impl Default for ServerConfig {
         ServerConfig {
             address: "0.0.0.0".into(),
             port: 8000,
-            admin_port: 8001,
+            admin_port: None,
             concurrency: 0,
             buffer_limit_bytes: 32 * 1024 * 1024,
             xff_num_trusted_hops: 0,
+            cors: CorsConfig::default(),
         }
     }
 }
@@ -355,12 +415,13 @@ impl Config {
         if self.server.port == 0 {
             errors.push(ConfigError::new("server.port", "must be 1 to 65535"));
         }
-        if self.server.admin_port == 0 || self.server.admin_port == self.server.port {
+        if matches!(self.server.admin_port, Some(p) if p == 0 || p == self.server.port) {
             errors.push(ConfigError::new(
                 "server.admin_port",
                 "must be 1 to 65535 and differ from server.port",
             ));
         }
+        self.server.cors.check(&mut errors);
         if self.server.address.parse::<std::net::IpAddr>().is_err() {
             errors.push(ConfigError::new(
                 "server.address",
@@ -442,11 +503,23 @@ impl Config {
                 Err(e) => errors.push(ConfigError::new(at("base_url"), e)),
             }
         }
-        // Names become stat and cluster names; two prefixes may sanitise to the same name.
+        // Names become stat and cluster names; two prefixes may sanitise to the same name. A
+        // renamed route takes the first `<name>_<k>` (k from its position) no other route has,
+        // renamed or not: `/a_b_2`, `/a_b`, `/a.b` must not end with two `a_b_2`.
         for i in 0..routes.len() {
             if routes[..i].iter().any(|r| r.name == routes[i].name) {
-                let n = routes[i].name.clone();
-                routes[i].name = format!("{n}_{i}");
+                let base = routes[i].name.clone();
+                let mut k = i;
+                let mut candidate = format!("{base}_{k}");
+                while routes
+                    .iter()
+                    .enumerate()
+                    .any(|(j, r)| j != i && r.name == candidate)
+                {
+                    k += 1;
+                    candidate = format!("{base}_{k}");
+                }
+                routes[i].name = candidate;
             }
         }
         crate::access::validate(&self, &mut errors);
@@ -715,6 +788,21 @@ mod tests {
         let v = c.validate().unwrap();
         let names: Vec<&str> = v.routes.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, vec!["root", "a_b", "a_b_2"]);
+    }
+
+    #[test]
+    fn a_renamed_route_never_takes_another_routes_name() {
+        let mut c = Config::default();
+        for prefix in ["/a_b_2", "/a_b", "/a.b"] {
+            c.routes.push(RouteConfig::new(
+                prefix,
+                "http://127.0.0.1:1",
+                RouteKind::General,
+            ));
+        }
+        let v = c.validate().unwrap();
+        let names: Vec<&str> = v.routes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, vec!["root", "a_b_2", "a_b", "a_b_3"]);
     }
 
     #[test]

@@ -1,9 +1,34 @@
 //! The startup banner: what is being served, never which secrets.
 
+use crate::http_server::ListenAddr;
 use llm_forward_core::config::{RouteKind, ValidConfig};
 use std::fmt::Write;
 
-pub fn banner(config: &ValidConfig, version: &str, access_log: &str, demo: bool) -> String {
+/// Where the gateway's own services listen (as rendered into Envoy's config).
+#[derive(Debug, Clone)]
+pub struct Internal {
+    pub admin: ListenAddr,
+    pub cache: ListenAddr,
+}
+
+impl Internal {
+    /// What `llm-forward render` writes for `config`.
+    pub fn rendered(config: &ValidConfig) -> Internal {
+        let options = crate::render::RenderOptions::default();
+        Internal {
+            admin: crate::render::admin_address(config, &options),
+            cache: crate::render::cache_address(config, &options),
+        }
+    }
+}
+
+pub fn banner(
+    config: &ValidConfig,
+    version: &str,
+    access_log: &str,
+    internal: &Internal,
+    demo: bool,
+) -> String {
     let server = &config.raw.server;
     let host = if server.address == "0.0.0.0" {
         "localhost".to_string()
@@ -26,11 +51,13 @@ pub fn banner(config: &ValidConfig, version: &str, access_log: &str, demo: bool)
     let keys = &config.raw.keys;
     if !keys.is_empty() {
         // What a client without one of the forward keys gets.
+        // Without forward keys the filter authenticates nobody and swaps no key: requests pass
+        // unchanged, whatever upstream keys are configured.
         let others = if keys.forward.is_empty() {
             if keys.upstream.is_empty() {
                 "clients' own keys pass through"
             } else {
-                "every request gets an upstream key"
+                "clients' own keys pass through (upstream keys are used only with forward keys)"
             }
         } else if config
             .raw
@@ -87,10 +114,11 @@ pub fn banner(config: &ValidConfig, version: &str, access_log: &str, demo: bool)
         "cache".into(),
         if cache.enabled() {
             format!(
-                "{:?} on 127.0.0.1:{}, ttl {}s",
-                cache.backend, cache.port, cache.ttl_seconds
+                "{} on {}, ttl {}s",
+                format!("{:?}", cache.backend).to_lowercase(),
+                internal.cache,
+                cache.ttl_seconds
             )
-            .to_lowercase()
         } else {
             "off".into()
         },
@@ -105,7 +133,12 @@ pub fn banner(config: &ValidConfig, version: &str, access_log: &str, demo: bool)
     ));
     rows.push((
         "admin".into(),
-        format!("http://127.0.0.1:{} (stats, ready)", server.admin_port),
+        match &internal.admin {
+            ListenAddr::Tcp(a) => {
+                format!("http://{a} (stats, ready; reachable by every local user)")
+            }
+            ListenAddr::Unix(p) => format!("unix:{} (curl --unix-socket)", p.display()),
+        },
     ));
     rows.push(("access log".into(), access_log.to_string()));
     if demo {
@@ -160,10 +193,12 @@ mod tests {
 
     #[test]
     fn banner_lists_routes_and_ports() {
+        let c = Config::default().validate().unwrap();
         let b = banner(
-            &Config::default().validate().unwrap(),
+            &c,
             "0.1.0",
             "Log/access.log",
+            &Internal::rendered(&c),
             false,
         );
         assert!(b.contains("http://localhost:8000"), "{b}");
@@ -179,7 +214,13 @@ mod tests {
         .unwrap()
         .validate()
         .unwrap();
-        let b = banner(&c, "0.1.0", "Log/access.log", false);
+        let b = banner(
+            &c,
+            "0.1.0",
+            "Log/access.log",
+            &Internal::rendered(&c),
+            false,
+        );
         assert!(b.contains("1 upstream, 1 forward"), "{b}");
         assert!(b.contains("unknown keys get 401"), "{b}");
         assert!(b.contains("1 request rule(s)"), "{b}");
@@ -195,10 +236,24 @@ mod tests {
                 .unwrap()
                 .validate()
                 .unwrap();
-            banner(&c, "0.1.0", "Log/access.log", false)
+            banner(
+                &c,
+                "0.1.0",
+                "Log/access.log",
+                &Internal::rendered(&c),
+                false,
+            )
         };
+        // The filter swaps keys only for clients presenting a forward key; without forward keys
+        // every request passes unchanged (it used to claim "every request gets an upstream key").
         let b = with("keys:\n  upstream:\n    - key: sk-1\n      levels: [0]\n");
-        assert!(b.contains("every request gets an upstream key"), "{b}");
+        assert!(
+            b.contains(
+                "clients' own keys pass through (upstream keys are used only with forward keys)"
+            ),
+            "{b}"
+        );
+        assert!(!b.contains("every request gets"), "{b}");
         let b = with("keys:\n  levels:\n    1: [gpt-4o]\n");
         assert!(b.contains("clients' own keys pass through"), "{b}");
         let b = with("routes:\n  - route: /\n    base_url: https://api.openai.com\n    pass_through_unknown_keys: true\nkeys:\n  forward:\n    - key: fk-1\n      level: 0\n");
@@ -207,12 +262,19 @@ mod tests {
 
     #[test]
     fn every_banner_line_is_as_wide_as_the_box() {
+        let c = Config::default().validate().unwrap();
+        let internal = Internal {
+            admin: ListenAddr::Unix("/tmp/llm-forward-abc123/admin.sock".into()),
+            cache: ListenAddr::Unix("/tmp/llm-forward-abc123/cache.sock".into()),
+        };
         let b = banner(
-            &Config::default().validate().unwrap(),
+            &c,
             "0.1.0",
             "/a/very/long/path/to/Log/access.log",
+            &internal,
             true,
         );
+        assert!(b.contains("unix:/tmp/llm-forward-abc123/admin.sock"), "{b}");
         let widths: Vec<usize> = b.lines().map(|l| l.chars().count()).collect();
         assert!(widths.len() > 3);
         assert!(widths.iter().all(|w| *w == widths[0]), "{b}");

@@ -35,10 +35,72 @@ pub fn resolve_path(explicit: Option<&Path>) -> Option<PathBuf> {
     }
 }
 
+/// Settings given on `run`'s command line; they win over the file and the environment, also for
+/// every hot reload of the file and every config the console checks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    /// `--port`: the listener port.
+    pub port: Option<u16>,
+    /// `--workers`: Envoy's worker threads (`--concurrency`).
+    pub workers: Option<u32>,
+    /// `--admin-port`: Envoy's admin on this 127.0.0.1 port instead of the private socket.
+    pub admin_port: Option<u16>,
+    /// `--log-dir`: the log folder.
+    pub log_dir: Option<String>,
+}
+
+impl Overrides {
+    pub fn apply(&self, config: &mut Config) {
+        if let Some(p) = self.port {
+            config.server.port = p;
+        }
+        if let Some(w) = self.workers {
+            config.server.concurrency = w;
+        }
+        if let Some(a) = self.admin_port {
+            config.server.admin_port = Some(a);
+        }
+        if let Some(d) = &self.log_dir {
+            config.log_dir = d.clone();
+        }
+    }
+}
+
+/// Fields whose change needs a restart of `llm-forward run` (Envoy's process settings, the cache
+/// service, the log folder and the console itself): an edit touching them is refused as a whole.
+pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if new.server.admin_port != old.server.admin_port {
+        changed.push("server.admin_port");
+    }
+    if new.server.concurrency != old.server.concurrency {
+        changed.push("server.concurrency");
+    }
+    if new.cache != old.cache {
+        changed.push("cache");
+    }
+    if new.log_dir != old.log_dir {
+        changed.push("log_dir");
+    }
+    if new.console != old.console {
+        changed.push("console");
+    }
+    changed
+}
+
 /// Read the file (if any), apply `env`, validate. Errors are printable lines.
 pub fn load(
     path: Option<&Path>,
     env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ValidConfig, Vec<String>> {
+    load_with(path, env, &Overrides::default())
+}
+
+/// [`load`], then the command line's `overrides`, then validate.
+pub fn load_with(
+    path: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+    overrides: &Overrides,
 ) -> Result<ValidConfig, Vec<String>> {
     let mut config = match path {
         Some(p) => {
@@ -49,6 +111,7 @@ pub fn load(
         None => Config::default(),
     };
     apply_env(&mut config, env).map_err(|e| vec![e.to_string()])?;
+    overrides.apply(&mut config);
     config
         .validate()
         .map_err(|errs| errs.into_iter().map(|e| e.to_string()).collect())
@@ -72,7 +135,7 @@ pub fn apply_env(
         config.server.port = number("LLM_FORWARD_PORT", &v)?;
     }
     if let Some(v) = env("LLM_FORWARD_ADMIN_PORT") {
-        config.server.admin_port = number("LLM_FORWARD_ADMIN_PORT", &v)?;
+        config.server.admin_port = Some(number("LLM_FORWARD_ADMIN_PORT", &v)?);
     }
     if let Some(v) = env("LLM_FORWARD_CONCURRENCY") {
         config.server.concurrency = number("LLM_FORWARD_CONCURRENCY", &v)?;

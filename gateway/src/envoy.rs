@@ -1,9 +1,10 @@
 //! Finding, starting and supervising the Envoy process.
 
+use crate::http_server::ListenAddr;
 use std::collections::VecDeque;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::TcpStream;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -38,8 +39,10 @@ pub fn find_on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The filter: `explicit` (flag or `LLM_FORWARD_WASM`), else next to the executable, else the
-/// workspace build output (`target/wasm32-wasip1/release/`) when running from a checkout.
+/// The filter: `explicit` (flag or `LLM_FORWARD_WASM`), else next to the executable, the package's
+/// `share/llm-forward`, or the executable's own build tree (`target/wasm32-wasip1/release/` beside
+/// `target/debug/`), else the embedded copy. Never the working folder: running in a folder must
+/// not load code someone left there.
 pub fn locate_wasm(explicit: Option<PathBuf>) -> Result<PathBuf, String> {
     const FILE: &str = "llm_forward_filter.wasm";
     if let Some(p) = explicit {
@@ -58,7 +61,6 @@ pub fn locate_wasm(explicit: Option<PathBuf>) -> Result<PathBuf, String> {
             candidates.push(dir.join("../wasm32-wasip1/release").join(FILE));
         }
     }
-    candidates.push(PathBuf::from("target/wasm32-wasip1/release").join(FILE));
     candidates
         .into_iter()
         .find(|p| p.is_file())
@@ -102,37 +104,42 @@ fn embedded_wasm() -> Option<PathBuf> {
 /// A running Envoy with the last lines it printed (for error reports).
 pub struct EnvoyProcess {
     pub child: Child,
-    pub admin: SocketAddr,
+    pub admin: ListenAddr,
     tail: Arc<Mutex<VecDeque<String>>>,
 }
 
 const TAIL_LINES: usize = 40;
 
-impl EnvoyProcess {
-    pub fn spawn(
-        envoy: &Path,
-        config_path: &Path,
-        admin: SocketAddr,
-        concurrency: u32,
-        echo: bool,
-    ) -> Result<Self, String> {
-        Self::spawn_with_env(envoy, config_path, admin, concurrency, echo, &[])
-    }
+/// How `run` starts Envoy.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub envoy: PathBuf,
+    pub config_path: PathBuf,
+    /// Where Envoy's admin listens (as rendered into the bootstrap).
+    pub admin: ListenAddr,
+    /// Worker threads (`--concurrency`); 0 lets Envoy use one per core.
+    pub concurrency: u32,
+    /// Echo Envoy's output lines on stderr.
+    pub echo: bool,
+    /// Extra variables (secrets read from `file:` keys, which the filter receives through
+    /// `host_env_keys`).
+    pub env: Vec<(String, String)>,
+    /// Variables removed from Envoy's environment (those a working folder's `.env` brought in and
+    /// Envoy does not need).
+    pub env_remove: Vec<String>,
+    /// File mode creation mask for Envoy: the log files it creates get `0666 & !umask`.
+    pub umask: u32,
+}
 
-    /// Like [`EnvoyProcess::spawn`], with extra environment variables for Envoy (secrets read from
-    /// `file:` keys, which the filter receives through `host_env_keys`).
-    pub fn spawn_with_env(
-        envoy: &Path,
-        config_path: &Path,
-        admin: SocketAddr,
-        concurrency: u32,
-        echo: bool,
-        env: &[(String, String)],
-    ) -> Result<Self, String> {
-        let mut cmd = Command::new(envoy);
-        cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+impl EnvoyProcess {
+    pub fn spawn(launch: &Launch) -> Result<Self, String> {
+        let mut cmd = Command::new(&launch.envoy);
+        for name in &launch.env_remove {
+            cmd.env_remove(name);
+        }
+        cmd.envs(launch.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         cmd.arg("-c")
-            .arg(config_path)
+            .arg(&launch.config_path)
             // Reload is done through Envoy's own config, never by hot restart: no shared memory to clash.
             .arg("--disable-hot-restart")
             .args(["--log-level", "warn", "--component-log-level", "wasm:info"])
@@ -142,20 +149,33 @@ impl EnvoyProcess {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
-        if concurrency > 0 {
-            cmd.args(["--concurrency", &concurrency.to_string()]);
+        if launch.concurrency > 0 {
+            cmd.args(["--concurrency", &launch.concurrency.to_string()]);
         }
+        die_with_parent(&mut cmd, launch.umask);
         let mut child = cmd
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", envoy.display()))?;
+            .map_err(|e| format!("cannot start {}: {e}", launch.envoy.display()))?;
         let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(collect_lines(BufReader::new(out), tail.clone(), echo));
+            tokio::spawn(collect_lines(
+                BufReader::new(out),
+                tail.clone(),
+                launch.echo,
+            ));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(collect_lines(BufReader::new(err), tail.clone(), echo));
+            tokio::spawn(collect_lines(
+                BufReader::new(err),
+                tail.clone(),
+                launch.echo,
+            ));
         }
-        Ok(EnvoyProcess { child, admin, tail })
+        Ok(EnvoyProcess {
+            child,
+            admin: launch.admin.clone(),
+            tail,
+        })
     }
 
     pub fn last_lines(&self) -> Vec<String> {
@@ -172,9 +192,9 @@ impl EnvoyProcess {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("Envoy exited during startup ({status})"));
             }
-            let admin = self.admin;
+            let admin = self.admin.clone();
             let ready = tokio::task::spawn_blocking(move || {
-                admin_get(admin, "/ready")
+                admin_get(&admin, "/ready")
                     .map(|(s, _)| s == 200)
                     .unwrap_or(false)
             })
@@ -192,14 +212,51 @@ impl EnvoyProcess {
 
     /// Ask Envoy to exit (admin `/quitquitquit`), then kill it if it lingers.
     pub async fn shutdown(&mut self) {
-        let admin = self.admin;
-        let _ = tokio::task::spawn_blocking(move || admin_post(admin, "/quitquitquit")).await;
+        let admin = self.admin.clone();
+        let _ = tokio::task::spawn_blocking(move || admin_post(&admin, "/quitquitquit")).await;
         if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
             .await
             .is_err()
         {
             let _ = self.child.kill().await;
         }
+    }
+}
+
+/// Envoy lives and dies with this process: the kernel sends it SIGTERM when `llm-forward` ends
+/// for any reason (also `kill -9`, where no cleanup code of ours runs), so no orphaned Envoy keeps
+/// the port and serves without supervision. Also sets Envoy's umask, so the logs it creates are
+/// private to the user.
+///
+/// Caveat of `PR_SET_PDEATHSIG`: it fires when the *thread* that forked exits. `run` spawns Envoy
+/// from the future `block_on` drives on the main thread, which lives as long as the process.
+fn die_with_parent(cmd: &mut Command, umask: u32) {
+    // SAFETY: `getpid` before the fork is async-signal-safe and plain. The closure runs in the
+    // child between fork and exec, where only async-signal-safe calls are allowed: `prctl`,
+    // `getppid` and `umask` are system calls that allocate nothing and take no lock. If the
+    // parent died before `prctl` took effect (the child was re-parented), exec is refused, and
+    // spawn fails instead of leaving an orphan.
+    let parent = unsafe { libc::getpid() };
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGTERM as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other(
+                    "llm-forward exited while starting Envoy",
+                ));
+            }
+            libc::umask(umask as libc::mode_t);
+            Ok(())
+        });
     }
 }
 
@@ -222,9 +279,27 @@ async fn collect_lines<R: tokio::io::AsyncRead + Unpin>(
     }
 }
 
-fn admin_request(admin: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&admin, Duration::from_millis(500))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+/// A blocking connection to Envoy's admin, TCP or Unix socket.
+trait AdminStream: Read + Write {}
+impl<T: Read + Write> AdminStream for T {}
+
+fn connect(admin: &ListenAddr) -> std::io::Result<Box<dyn AdminStream>> {
+    Ok(match admin {
+        ListenAddr::Tcp(a) => {
+            let s = TcpStream::connect_timeout(a, Duration::from_millis(500))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            Box::new(s)
+        }
+        ListenAddr::Unix(p) => {
+            let s = std::os::unix::net::UnixStream::connect(p)?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            Box::new(s)
+        }
+    })
+}
+
+fn admin_request(admin: &ListenAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = connect(admin)?;
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
@@ -244,10 +319,10 @@ fn admin_request(admin: SocketAddr, method: &str, path: &str) -> std::io::Result
 }
 
 /// `GET` on Envoy's admin interface (HTTP/1.1 with `Connection: close`; Envoy refuses HTTP/1.0).
-pub fn admin_get(admin: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+pub fn admin_get(admin: &ListenAddr, path: &str) -> std::io::Result<(u16, String)> {
     admin_request(admin, "GET", path)
 }
 
-pub fn admin_post(admin: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+pub fn admin_post(admin: &ListenAddr, path: &str) -> std::io::Result<(u16, String)> {
     admin_request(admin, "POST", path)
 }

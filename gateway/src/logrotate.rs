@@ -2,11 +2,11 @@
 //!
 //! Envoy keeps its log files open. Rotation renames a file that reached the limit to
 //! `<name>.<UTC timestamp>` (Envoy keeps writing into the renamed file for a moment, so nothing is
-//! lost), then asks Envoy to reopen its logs (`POST /reopen_logs` on the admin port), after which
+//! lost), then asks Envoy to reopen its logs (`POST /reopen_logs` on the admin socket), after which
 //! new lines go to a fresh file under the original name. Nothing is deleted.
 
+use crate::http_server::ListenAddr;
 use llm_forward_core::chatlog::rfc3339_utc;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -61,21 +61,22 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Checks every [`CHECK_EVERY`] and rotates; runs until the task is dropped with the runtime.
+/// Checks every [`CHECK_EVERY`] and rotates the files `watched` names at that moment, at the
+/// limit it gives (0 = never), so routes added by a hot reload are rotated too; runs until the
+/// task is dropped with the runtime.
 pub fn spawn(
-    files: Vec<PathBuf>,
-    limit: u64,
-    admin: SocketAddr,
-) -> Option<tokio::task::JoinHandle<()>> {
-    if limit == 0 || files.is_empty() {
-        return None;
-    }
-    Some(tokio::spawn(async move {
+    watched: impl Fn() -> (Vec<PathBuf>, u64) + Send + 'static,
+    admin: ListenAddr,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
         let mut tick = tokio::time::interval(CHECK_EVERY);
         tick.tick().await;
         loop {
             tick.tick().await;
-            let files = files.clone();
+            let (files, limit) = watched();
+            if limit == 0 || files.is_empty() {
+                continue;
+            }
             let rotated =
                 tokio::task::spawn_blocking(move || rotate_large(&files, limit, now_ms()))
                     .await
@@ -83,8 +84,9 @@ pub fn spawn(
             if rotated.is_empty() {
                 continue;
             }
+            let admin = admin.clone();
             let reopened = tokio::task::spawn_blocking(move || {
-                crate::envoy::admin_post(admin, "/reopen_logs")
+                crate::envoy::admin_post(&admin, "/reopen_logs")
             })
             .await;
             match reopened {
@@ -92,7 +94,7 @@ pub fn spawn(
                 other => eprintln!("llm-forward: rotated logs but /reopen_logs failed: {other:?}"),
             }
         }
-    }))
+    })
 }
 
 /// The files `run` rotates: the chat logs of the config and the access log.

@@ -25,18 +25,32 @@ enum Command {
         /// Config file (default: ./llm-forward.yaml when present, else built-in defaults).
         #[arg(short, long, env = "LLM_FORWARD_CONFIG")]
         config: Option<PathBuf>,
-        /// The filter's .wasm (default: next to this binary or the workspace build output).
-        #[arg(long)]
+        /// Listener port (like `aifd run --port`; default: server.port, 8000).
+        #[arg(long, help_heading = "Listener and process")]
+        port: Option<u16>,
+        /// Envoy worker threads (like `aifd run --workers`; default: server.concurrency, 0 = one per core).
+        #[arg(long, help_heading = "Listener and process")]
+        workers: Option<u32>,
+        /// Folder of the access and chat logs (default: log_dir, ./Log).
+        #[arg(long, help_heading = "Listener and process")]
+        log_dir: Option<String>,
+        /// Envoy's admin on this 127.0.0.1 TCP port instead of a private Unix socket. Every local
+        /// user can reach it: use only where nobody else runs code.
+        #[arg(long, help_heading = "Listener and process")]
+        admin_port: Option<u16>,
+        /// The filter's .wasm (default: next to this binary, the package's share folder, or this
+        /// binary's own build output).
+        #[arg(long, help_heading = "Listener and process")]
         wasm: Option<PathBuf>,
         /// Serve every route from a built-in mock OpenAI upstream (try it offline).
-        #[arg(long)]
+        #[arg(long, help_heading = "Extras")]
         demo: bool,
         /// Echo Envoy's log lines.
-        #[arg(short, long)]
+        #[arg(short, long, help_heading = "Extras")]
         verbose: bool,
-        /// Serve the web console (127.0.0.1:8003 unless `console:` in the config says otherwise);
-        /// its token is printed at start.
-        #[arg(long)]
+        /// Serve the web console (127.0.0.1:8003, or a free port when another gateway has it,
+        /// unless `console:` in the config says otherwise); its URL and token are printed at start.
+        #[arg(long, help_heading = "Extras")]
         console: bool,
     },
     /// Print the Envoy bootstrap YAML for a config.
@@ -66,9 +80,9 @@ enum Command {
     Cache {
         #[arg(short, long, env = "LLM_FORWARD_CONFIG")]
         config: Option<PathBuf>,
-        /// Address to listen on (default: 127.0.0.1:<cache.port>).
+        /// Address to listen on: IP:PORT or unix:/path/to.sock (default: 127.0.0.1:<cache.port>).
         #[arg(long)]
-        listen: Option<std::net::SocketAddr>,
+        listen: Option<llm_forward_gateway::http_server::ListenAddr>,
         /// memory | disk | redis (also LMDB / LevelDB, meaning disk).
         #[arg(long)]
         backend: Option<String>,
@@ -136,8 +150,9 @@ fn print_versions() {
 }
 
 /// Reads `./openai-forward-config.yaml` or `./.env`, prints one line per unused key, and puts its
-/// variables (and the key variables derived from them) into this process's environment.
-fn load_working_folder() -> Result<(), String> {
+/// variables (and the key variables derived from them) into this process's environment. Returns
+/// the names it set.
+fn load_working_folder() -> Result<Vec<String>, String> {
     use llm_forward_gateway::migrate;
     let lookup = |k: &str| std::env::var(k).ok();
     let overlay = migrate::read_folder(std::path::Path::new("."), &lookup)?;
@@ -164,6 +179,7 @@ fn main() {
     // OpenAI-Forward's `.env` / `openai-forward-config.yaml` in the working folder: its variables
     // join the environment where the real one does not set them (python-dotenv's override=False).
     // Done before any thread exists (set_var).
+    let mut from_working_folder = Vec::new();
     if matches!(
         command,
         Command::Run { .. }
@@ -171,9 +187,12 @@ fn main() {
             | Command::Cache { .. }
             | Command::Convert { .. }
     ) {
-        if let Err(e) = load_working_folder() {
-            eprintln!("llm-forward: {e}");
-            std::process::exit(1);
+        match load_working_folder() {
+            Ok(names) => from_working_folder = names,
+            Err(e) => {
+                eprintln!("llm-forward: {e}");
+                std::process::exit(1);
+            }
         }
     }
     if let Command::Migrate { dir, keys_env } = &command {
@@ -193,6 +212,10 @@ fn main() {
     let code = match command {
         Command::Run {
             config,
+            port,
+            workers,
+            log_dir,
+            admin_port,
             wasm,
             demo,
             verbose,
@@ -203,6 +226,13 @@ fn main() {
             demo,
             verbose,
             console,
+            overrides: config_file::Overrides {
+                port,
+                workers,
+                admin_port,
+                log_dir,
+            },
+            from_working_folder,
         })),
         Command::Render {
             config,
@@ -234,6 +264,7 @@ fn main() {
                         wasm_path,
                         log_dir: log_dir.unwrap_or_else(|| valid.raw.log_dir.clone()),
                         ca_bundle: ca_bundle.unwrap_or_else(render::default_ca_bundle),
+                        ..Default::default()
                     };
                     let mut bootstrap = render::bootstrap(&valid, &options);
                     if without_filter {

@@ -71,7 +71,7 @@ pub const MAPPED: [&str; 21] = [
 ];
 
 /// Further variables of our own that may sit in a `.env`.
-const OWN: [&str; 4] = ["CACHE_PATH", "CACHE_SCOPE", "ENVOY_BIN", "RUST_LOG"];
+const OWN: [&str; 3] = ["CACHE_PATH", "CACHE_SCOPE", "RUST_LOG"];
 
 /// OpenAI-Forward variables that have no effect here, with what to do instead.
 pub fn ignored_advice(key: &str) -> Option<&'static str> {
@@ -97,6 +97,9 @@ pub fn ignored_advice(key: &str) -> Option<&'static str> {
         "ssl_keyfile" | "ssl_certfile" | "SSL_KEYFILE" | "SSL_CERTFILE" => {
             "TLS is not terminated by llm-forward; put it in front (an Envoy/Istio ingress or a load balancer)"
         }
+        "ENVOY_BIN" | "LLM_FORWARD_WASM" => {
+            "a working folder's file does not choose which program runs: set it in the environment (or pass --wasm)"
+        }
         "OPENAI_API_KEY" => "the pre-0.8 name: write the keys as OPENAI_API_KEY_CONFIG={\"sk-…\": [0]}",
         "FORWARD_KEY" => "the pre-0.8 name: write the keys as FORWARD_KEY_CONFIG={\"0\": [\"fk-…\"]}",
         _ => return None,
@@ -105,7 +108,9 @@ pub fn ignored_advice(key: &str) -> Option<&'static str> {
 
 /// One warning line for a variable of a `.env` / YAML that is not used, or `None` when it is used.
 pub fn key_warning(key: &str) -> Option<String> {
-    if MAPPED.contains(&key) || OWN.contains(&key) || key.starts_with("LLM_FORWARD_") {
+    let program = matches!(key, "ENVOY_BIN" | "LLM_FORWARD_WASM");
+    if !program && (MAPPED.contains(&key) || OWN.contains(&key) || key.starts_with("LLM_FORWARD_"))
+    {
         return None;
     }
     Some(match ignored_advice(key) {
@@ -351,19 +356,24 @@ fn route_values(v: &serde_yaml::Value) -> serde_yaml::Value {
 
 /// Puts the overlay into the process environment where the real environment does not set a
 /// variable, then exports the key variables ([`secret_vars`]). Call it before any thread starts.
-pub fn export_to_process(overlay: Option<&Overlay>) -> Result<(), String> {
+pub fn export_to_process(overlay: Option<&Overlay>) -> Result<Vec<String>, String> {
+    let mut set = Vec::new();
     if let Some(o) = overlay {
         for (k, v) in &o.vars {
-            if std::env::var_os(k).is_none() {
+            // A working folder never chooses the programs that run (its warning says so).
+            let program = matches!(k.as_str(), "ENVOY_BIN" | "LLM_FORWARD_WASM");
+            if !program && std::env::var_os(k).is_none() {
                 std::env::set_var(k, v);
+                set.push(k.clone());
             }
         }
     }
     let env = |k: &str| std::env::var(k).ok();
     for (k, v) in secret_vars(&env).map_err(|e| e.to_string())? {
-        std::env::set_var(k, v);
+        std::env::set_var(&k, v);
+        set.push(k);
     }
-    Ok(())
+    Ok(set)
 }
 
 // ---------------------------------------------------------------------------------------------

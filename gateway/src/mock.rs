@@ -48,7 +48,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -247,38 +246,25 @@ impl Drop for MockUpstream {
     }
 }
 
-/// Accept loop: one task per connection, each stopped when `shutdown` fires.
-async fn serve(listener: TcpListener, state: Arc<State>, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.changed() => return,
-        };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
-            Err(_) => {
-                // E.g. out of file descriptors: back off instead of spinning, and keep serving.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+/// Serve until `shutdown` fires. Envoy keeps idle upstream connections in its pool; closing them
+/// behind its back makes tests flaky, so no header-read timeout.
+async fn serve(listener: TcpListener, state: Arc<State>, shutdown: watch::Receiver<bool>) {
+    let handler = move |req| {
         let state = Arc::clone(&state);
-        let mut shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(Arc::clone(&state), req));
-            let connection = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                // Envoy keeps idle upstream connections in its pool; closing them behind its back makes
-                // tests flaky, so no header-read timeout.
-                .header_read_timeout(None)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = connection => {}
-                _ = shutdown.changed() => {}
+        async move {
+            match handle(state, req).await {
+                Ok(r) => r,
+                Err(never) => match never {},
             }
-        });
-    }
+        }
+    };
+    crate::http_server::serve(
+        crate::http_server::Listener::Tcp(listener),
+        crate::http_server::ServeOptions::default(),
+        handler,
+        shutdown,
+    )
+    .await;
 }
 
 /// Record the request, answer it, and stamp the headers every response carries.

@@ -101,12 +101,10 @@ fn yaml(value: &Value) -> String {
     serde_yaml::to_string(value).unwrap_or_default()
 }
 
-/// Write through a temporary file and rename: Envoy's file watcher sees one complete file, never a
-/// half-written one.
+/// Write through a new owner-only temporary file and rename: Envoy's file watcher sees one
+/// complete file, never a half-written one, and the files (which may hold literal keys) are 0600.
 pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+    crate::private_files::write_atomic(path, text.as_bytes())
 }
 
 /// Polls a file's modification time; cheap and dependency-free (a config file changes rarely).

@@ -5,11 +5,14 @@
 //! a pure function of the config and [`RenderOptions`], so `render` output is reproducible and the
 //! examples in `envoy/` are checked against it by a test.
 
+use crate::http_server::ListenAddr;
 use llm_forward_core::config::{FilterConfig, Route, RouteKind, ValidConfig};
 use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// Machine-specific inputs that are not part of the config file.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RenderOptions {
     /// Path of `llm_forward_filter.wasm` as Envoy should open it.
     pub wasm_path: String,
@@ -17,6 +20,52 @@ pub struct RenderOptions {
     pub log_dir: String,
     /// CA bundle used to verify `https` upstreams.
     pub ca_bundle: String,
+    /// Unix socket for Envoy's admin (`run`: in its private runtime folder). `None`, or an explicit
+    /// `server.admin_port`: 127.0.0.1 TCP.
+    pub admin_socket: Option<PathBuf>,
+    /// Unix socket of the cache service (`run`). `None`: 127.0.0.1:`cache.port`.
+    pub cache_socket: Option<PathBuf>,
+}
+
+/// The admin port `render` writes when the config names none.
+pub const DEFAULT_ADMIN_PORT: u16 = 8001;
+
+/// Where Envoy's admin listens for this config and these options.
+pub fn admin_address(config: &ValidConfig, options: &RenderOptions) -> ListenAddr {
+    match (config.raw.server.admin_port, &options.admin_socket) {
+        (None, Some(path)) => ListenAddr::Unix(path.clone()),
+        (port, _) => ListenAddr::Tcp(SocketAddr::from((
+            [127, 0, 0, 1],
+            port.unwrap_or(DEFAULT_ADMIN_PORT),
+        ))),
+    }
+}
+
+/// Where the cache service listens for this config and these options.
+pub fn cache_address(config: &ValidConfig, options: &RenderOptions) -> ListenAddr {
+    match &options.cache_socket {
+        Some(path) => ListenAddr::Unix(path.clone()),
+        None => ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], config.raw.cache.port))),
+    }
+}
+
+/// An Envoy `Address` to connect to: a socket address or a Unix socket (`pipe`).
+fn envoy_address(addr: &ListenAddr) -> Value {
+    match addr {
+        ListenAddr::Tcp(a) => {
+            json!({"socket_address": {"address": a.ip().to_string(), "port_value": a.port()}})
+        }
+        ListenAddr::Unix(p) => json!({"pipe": {"path": p.display().to_string()}}),
+    }
+}
+
+/// An Envoy `Address` to listen on; a Unix socket is created owner-only.
+fn envoy_listen_address(addr: &ListenAddr) -> Value {
+    let mut v = envoy_address(addr);
+    if let Some(pipe) = v.get_mut("pipe").and_then(Value::as_object_mut) {
+        pipe.insert("mode".into(), json!(0o600));
+    }
+    v
 }
 
 /// CA bundle locations of common Linux distributions, first existing wins.
@@ -108,9 +157,10 @@ fn envoy_routes(route: &Route) -> Vec<Value> {
 
 /// The cache service the filter calls (`dispatch_http_call` to [`CACHE_CLUSTER`]), when caching is
 /// on. A short connect timeout: a cache that is down must cost a lookup little (it fails open).
-fn cache_cluster(config: &ValidConfig) -> Option<Value> {
+fn cache_cluster(config: &ValidConfig, options: &RenderOptions) -> Option<Value> {
     use llm_forward_core::cache::CACHE_CLUSTER;
     let cache = &config.raw.cache;
+    let address = envoy_address(&cache_address(config, options));
     cache.enabled().then(|| {
         json!({
             "name": CACHE_CLUSTER,
@@ -121,9 +171,7 @@ fn cache_cluster(config: &ValidConfig) -> Option<Value> {
             }]},
             "load_assignment": {
                 "cluster_name": CACHE_CLUSTER,
-                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-                    "address": "127.0.0.1", "port_value": cache.port,
-                }}}}]}],
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
             },
         })
     })
@@ -403,7 +451,7 @@ pub fn bootstrap(config: &ValidConfig, options: &RenderOptions) -> Value {
         .iter()
         .map(|r| cluster(r, options, server.buffer_limit_bytes))
         .collect();
-    clusters.extend(cache_cluster(config));
+    clusters.extend(cache_cluster(config, options));
     for r in &config.routes {
         for t in model_targets(config, r) {
             clusters.push(cluster(&t.route, options, server.buffer_limit_bytes));
@@ -411,7 +459,7 @@ pub fn bootstrap(config: &ValidConfig, options: &RenderOptions) -> Value {
     }
     json!({
         "node": {"id": "llm-forward", "cluster": "llm-forward"},
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": server.admin_port}}},
+        "admin": {"address": envoy_listen_address(&admin_address(config, options))},
         "stats_config": {"stats_tags": [
             // `route.<route>.…` and `usage.<route>.<model>.<level>.…` (chat logs feature; model
             // names have `.` and other non-label characters replaced by `_`).
@@ -437,20 +485,41 @@ pub fn bootstrap(config: &ValidConfig, options: &RenderOptions) -> Value {
     })
 }
 
+/// Envoy's CORS policy for `server.cors`; `None` (no CORS headers at all) when no origin is listed.
+/// Credentials are only ever allowed for listed origins (validation refuses them with `*`).
+fn cors_policy(cors: &llm_forward_core::config::CorsConfig) -> Option<Value> {
+    if cors.allow_origins.is_empty() {
+        return None;
+    }
+    let origins: Vec<Value> = cors
+        .allow_origins
+        .iter()
+        .map(|o| {
+            if o == "*" {
+                json!({"safe_regex": {"regex": ".*"}})
+            } else {
+                json!({"exact": o})
+            }
+        })
+        .collect();
+    let any = cors.allow_origins.iter().any(|o| o == "*");
+    Some(json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
+        "allow_origin_string_match": origins,
+        "allow_methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS, HEAD",
+        "allow_headers": "*",
+        "expose_headers": "*",
+        "allow_credentials": cors.allow_credentials && !any,
+        "max_age": "600",
+    }))
+}
+
 fn http_connection_manager(
     config: &ValidConfig,
     options: &RenderOptions,
     routes: Vec<Value>,
 ) -> Value {
-    let cors_policy = json!({
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy",
-        "allow_origin_string_match": [{"safe_regex": {"regex": ".*"}}],
-        "allow_methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS, HEAD",
-        "allow_headers": "*",
-        "expose_headers": "*",
-        "allow_credentials": true,
-        "max_age": "600",
-    });
+    let cors_policy = cors_policy(&config.raw.server.cors);
     let mut access_logs = access_log(options);
     if let Value::Array(list) = &mut access_logs {
         list.extend(chat_access_logs(config, options));
@@ -471,7 +540,7 @@ fn http_connection_manager(
                 "name": "llm_forward",
                 "domains": ["*"],
                 "routes": routes,
-                "typed_per_filter_config": {"envoy.filters.http.cors": cors_policy},
+                "typed_per_filter_config": cors_policy.map(|p| json!({"envoy.filters.http.cors": p})).unwrap_or_else(|| json!({})),
             }],
         },
         "http_filters": [
@@ -526,6 +595,7 @@ mod tests {
             wasm_path: "/x.wasm".into(),
             log_dir: "/logs".into(),
             ca_bundle: CA_BUNDLES[0].into(),
+            ..Default::default()
         }
     }
 
@@ -754,5 +824,78 @@ mod tests {
         // Without secrets the VM gets no environment.
         let plain = render(Config::default());
         assert!(plain.to_string().find("host_env_keys").is_none());
+    }
+
+    fn cors_of(v: &Value) -> Option<Value> {
+        v.pointer("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/route_config/virtual_hosts/0/typed_per_filter_config/envoy.filters.http.cors")
+            .cloned()
+    }
+
+    #[test]
+    fn cors_allows_any_origin_without_credentials_by_default() {
+        // It used to echo any origin with `allow_credentials: true`.
+        let p = cors_of(&render(Config::default())).unwrap();
+        assert_eq!(p["allow_credentials"], false);
+        assert_eq!(
+            p["allow_origin_string_match"][0]["safe_regex"]["regex"],
+            ".*"
+        );
+    }
+
+    #[test]
+    fn cors_credentials_only_for_listed_origins_and_off_when_empty() {
+        let mut c = Config::default();
+        c.server.cors.allow_origins = vec!["https://app.example.com".into()];
+        c.server.cors.allow_credentials = true;
+        let p = cors_of(&render(c.clone())).unwrap();
+        assert_eq!(p["allow_credentials"], true);
+        assert_eq!(
+            p["allow_origin_string_match"],
+            json!([{"exact": "https://app.example.com"}])
+        );
+        c.server.cors.allow_origins = vec!["*".into()];
+        let errors = c.clone().validate().unwrap_err();
+        assert_eq!(errors[0].path, "server.cors.allow_credentials");
+        c.server.cors.allow_origins = vec![];
+        c.server.cors.allow_credentials = false;
+        assert!(cors_of(&render(c.clone())).is_none());
+        c.server.cors.allow_origins = vec!["app.example.com".into()];
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn run_puts_admin_and_cache_on_unix_sockets_unless_a_port_is_asked_for() {
+        let mut c = Config::default();
+        c.cache.openai = true;
+        let options = RenderOptions {
+            admin_socket: Some("/run/x/admin.sock".into()),
+            cache_socket: Some("/run/x/cache.sock".into()),
+            ..options()
+        };
+        let v = bootstrap(&c.clone().validate().unwrap(), &options);
+        assert_eq!(
+            v["admin"]["address"],
+            json!({"pipe": {"path": "/run/x/admin.sock", "mode": 0o600}})
+        );
+        let clusters = v["static_resources"]["clusters"].as_array().unwrap();
+        let cache = clusters
+            .iter()
+            .find(|c| c["name"] == "llm_forward_cache")
+            .unwrap();
+        assert_eq!(
+            cache["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"],
+            json!({"pipe": {"path": "/run/x/cache.sock"}})
+        );
+        // An explicit admin port is TCP on loopback; `render` without sockets keeps 8001.
+        c.server.admin_port = Some(9901);
+        let v = bootstrap(&c.clone().validate().unwrap(), &options);
+        assert_eq!(v["admin"]["address"]["socket_address"]["port_value"], 9901);
+        assert_eq!(
+            v["admin"]["address"]["socket_address"]["address"],
+            "127.0.0.1"
+        );
+        c.server.admin_port = None;
+        let v = render(c);
+        assert_eq!(v["admin"]["address"]["socket_address"]["port_value"], 8001);
     }
 }

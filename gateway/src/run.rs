@@ -1,8 +1,9 @@
 //! `llm-forward run`: render → start Envoy → wait until ready → banner → supervise.
 
-use crate::banner::banner;
+use crate::banner::{banner, Internal};
 use crate::config_file;
-use crate::envoy::{locate_envoy, locate_wasm, EnvoyProcess};
+use crate::envoy::{locate_envoy, locate_wasm, EnvoyProcess, Launch};
+use crate::http_server::ListenAddr;
 use crate::mock::MockUpstream;
 use crate::reload::{FileWatch, RuntimeFiles};
 use crate::render::{bootstrap, default_ca_bundle, RenderOptions};
@@ -21,6 +22,11 @@ pub struct RunOptions {
     pub verbose: bool,
     /// Serve the web console (also `console.enabled` in the config).
     pub console: bool,
+    /// `--port`, `--workers`, `--admin-port`, `--log-dir`.
+    pub overrides: config_file::Overrides,
+    /// Variables the working folder's `.env` / `openai-forward-config.yaml` put into this process;
+    /// Envoy gets only those the config references as keys.
+    pub from_working_folder: Vec<String>,
 }
 
 /// Make `dir` absolute against the working folder (Envoy is given absolute paths only).
@@ -46,13 +52,117 @@ pub async fn run(options: RunOptions) -> i32 {
     }
 }
 
+/// `run`'s private runtime folder: Envoy's config files (which may hold literal keys) and the Unix
+/// sockets of the internal services. Created like mkdtemp(3): an unpredictable name, mode 0700,
+/// never an existing folder; removed when dropped.
+pub struct RuntimeDir(tempfile::TempDir);
+
+impl RuntimeDir {
+    pub fn create() -> Result<RuntimeDir, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("llm-forward-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()
+            .map_err(|e| {
+                format!(
+                    "cannot create a runtime folder in {}: {e}",
+                    std::env::temp_dir().display()
+                )
+            })?;
+        // A Unix socket path is at most 107 bytes; say so clearly instead of a bind error.
+        if dir.path().join("ratelimit.sock").as_os_str().len() > 100 {
+            return Err(format!(
+                "the runtime folder path {} is too long for Unix sockets: set TMPDIR to a shorter folder",
+                dir.path().display()
+            ));
+        }
+        Ok(RuntimeDir(dir))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    pub fn admin_socket(&self) -> PathBuf {
+        self.path().join("admin.sock")
+    }
+
+    pub fn cache_socket(&self) -> PathBuf {
+        self.path().join("cache.sock")
+    }
+}
+
+/// Variables of the working folder Envoy must not inherit: all of them except those the config
+/// references as keys (`${VAR}`, which the filter reads from Envoy's environment). Keeps a `.env`
+/// from handing Envoy `LD_PRELOAD`, `ENVOY_BIN` or any other variable it does not need.
+pub fn envoy_env_removals(
+    config: &llm_forward_core::config::Config,
+    from_working_folder: &[String],
+) -> Vec<String> {
+    use llm_forward_core::access::{secret_env_vars, Secret};
+    let referenced: Vec<String> = secret_env_vars(config)
+        .into_iter()
+        .filter_map(|(_, source)| match source {
+            Secret::Env(name) => Some(name),
+            _ => None,
+        })
+        .collect();
+    from_working_folder
+        .iter()
+        .filter(|v| !referenced.contains(v))
+        .cloned()
+        .collect()
+}
+
+/// What the rotation task watches, read from the live config each time: the chat logs of the
+/// routes running now (also those added by a hot reload) and the access log, and the size limit.
+pub fn rotation_watch(
+    live: crate::console::Live,
+    log_dir: PathBuf,
+) -> impl Fn() -> (Vec<PathBuf>, u64) + Send + 'static {
+    move || {
+        let config = live.config();
+        let chat = crate::render::chat_log_paths(&config, &log_dir.display().to_string());
+        (
+            crate::logrotate::files(chat, &log_dir),
+            config.raw.logging.rotate_bytes,
+        )
+    }
+}
+
+/// Bind the console: the configured port, or — when that is the default port and it is taken
+/// (another gateway on this machine) — a free one, so two gateways run side by side without
+/// configuration. A port written in the config is never replaced.
+async fn start_console(
+    options: crate::console::ConsoleOptions,
+    configured: bool,
+) -> Result<(crate::console::ConsoleServer, bool), String> {
+    let wanted = options.listen;
+    match crate::console::ConsoleServer::start(options.clone()).await {
+        Ok(server) => Ok((server, false)),
+        Err(e) if configured => Err(e),
+        Err(_) => {
+            let mut free = options;
+            free.listen = SocketAddr::new(wanted.ip(), 0);
+            let server = crate::console::ConsoleServer::start(free).await?;
+            Ok((server, true))
+        }
+    }
+}
+
 async fn run_inner(options: RunOptions) -> Result<i32, String> {
     let env = |k: &str| std::env::var(k).ok();
     let path = config_file::resolve_path(options.config.as_deref());
-    let mut config = match config_file::load(path.as_deref(), &env) {
+    let overrides = options.overrides.clone();
+    let mut config = match config_file::load_with(path.as_deref(), &env, &overrides) {
         Ok(c) => c,
         Err(errors) => return Err(format!("invalid configuration:\n  {}", errors.join("\n  "))),
     };
+    let group_read = config.raw.logging.group_readable;
+    // Everything this process and Envoy create (log folders and files, the disk cache, runtime
+    // files) is private to the user (or its group on request).
+    crate::private_files::set_process_umask(group_read);
     // Kept alive for the whole run: dropping it stops the mock.
     let mut _mock = None;
     if options.demo {
@@ -66,6 +176,8 @@ async fn run_inner(options: RunOptions) -> Result<i32, String> {
         config = raw.validate().map_err(|e| format!("demo config: {e:?}"))?;
         _mock = Some(mock);
     }
+    // An explicit choice (flag, or LLM_FORWARD_WASM / ENVOY_BIN of the real environment: a
+    // working folder's .env cannot set them) or the installed location, never the working folder.
     let wasm = locate_wasm(
         options
             .wasm
@@ -76,59 +188,67 @@ async fn run_inner(options: RunOptions) -> Result<i32, String> {
     // Chat logs live in per-route folders, which Envoy does not create.
     crate::render::create_log_dirs(&config, &log_dir.display().to_string())
         .map_err(|e| format!("cannot create log folder {}: {e}", log_dir.display()))?;
+    let runtime_dir = RuntimeDir::create()?;
     let render_options = RenderOptions {
         wasm_path: wasm.display().to_string(),
         log_dir: log_dir.display().to_string(),
         ca_bundle: default_ca_bundle(),
+        admin_socket: Some(runtime_dir.admin_socket()),
+        cache_socket: Some(runtime_dir.cache_socket()),
     };
-    let runtime_dir = std::env::temp_dir().join(format!("llm-forward-{}", std::process::id()));
-    std::fs::create_dir_all(&runtime_dir)
-        .map_err(|e| format!("cannot create {}: {e}", runtime_dir.display()))?;
+    let admin = crate::render::admin_address(&config, &render_options);
+    if let ListenAddr::Tcp(a) = &admin {
+        eprintln!(
+            "llm-forward: WARNING: Envoy's admin listens on {a} (server.admin_port / --admin-port): \
+             every local user and any web page's form post can reach it (stop the gateway, raise the \
+             log level, read /config_dump). Leave it unset to keep it on a private Unix socket."
+        );
+    }
     // Envoy gets listeners and clusters from files it watches, so a config edit is applied by
     // rewriting them (see reload.rs), without a restart.
     let files = RuntimeFiles {
-        dir: runtime_dir.clone(),
+        dir: runtime_dir.path().to_path_buf(),
     };
     files
         .write_all(&bootstrap(&config, &render_options))
         .map_err(|e| {
             format!(
                 "cannot write Envoy's config in {}: {e}",
-                runtime_dir.display()
+                runtime_dir.path().display()
             )
         })?;
     let envoy_yaml = files.bootstrap();
 
     // The cache service runs in this process, on this runtime, before Envoy sends it lookups.
     // Kept alive for the whole run: dropping it stops the service.
+    let cache_addr = crate::render::cache_address(&config, &render_options);
     let _cache = if config.raw.cache.enabled() {
         let cache = &config.raw.cache;
         let mut service = crate::cache::ServiceConfig::from_cache_config(cache);
         if service.path.is_relative() {
             service.path = absolute(&cache.path);
         }
-        let listen = SocketAddr::from(([127, 0, 0, 1], cache.port));
         Some(
-            crate::cache::CacheServer::start(service, listen)
+            crate::cache::CacheServer::start(service, cache_addr.clone())
                 .await
                 .map_err(|e| format!("cannot start the cache service: {e}"))?,
         )
     } else {
         None
     };
-    let admin = SocketAddr::from(([127, 0, 0, 1], config.raw.server.admin_port));
     let secrets = secret_env(&config.raw, &env)?;
-    let mut envoy = EnvoyProcess::spawn_with_env(
-        &envoy_bin,
-        &envoy_yaml,
-        admin,
-        config.raw.server.concurrency,
-        options.verbose,
-        &secrets,
-    )?;
+    let mut envoy = EnvoyProcess::spawn(&Launch {
+        envoy: envoy_bin,
+        config_path: envoy_yaml,
+        admin: admin.clone(),
+        concurrency: config.raw.server.concurrency,
+        echo: options.verbose,
+        env: secrets.clone(),
+        env_remove: envoy_env_removals(&config.raw, &options.from_working_folder),
+        umask: crate::private_files::umask(group_read),
+    })?;
     if let Err(e) = envoy.wait_ready(Duration::from_secs(60)).await {
         envoy.shutdown().await;
-        let _ = std::fs::remove_dir_all(&runtime_dir);
         return Err(format!(
             "{e}. Envoy's last lines:\n{}",
             envoy.last_lines().join("\n")
@@ -141,19 +261,19 @@ async fn run_inner(options: RunOptions) -> Result<i32, String> {
             &config,
             crate::VERSION,
             &access_log.display().to_string(),
+            &Internal {
+                admin: admin.clone(),
+                cache: cache_addr,
+            },
             options.demo
         )
     );
 
-    // Size-based rotation of chat and access logs (logging.rotate_bytes); ends with the runtime.
-    let log_dir_text = log_dir.display().to_string();
-    let rotate = crate::logrotate::files(
-        crate::render::chat_log_paths(&config, &log_dir_text),
-        &log_dir,
-    );
-    let _rotation = crate::logrotate::spawn(rotate, config.raw.logging.rotate_bytes, admin);
     // The console reads the running config and reload outcomes from here; the reloader updates it.
     let live = crate::console::Live::new(config.clone());
+    // Size-based rotation of chat and access logs (logging.rotate_bytes); ends with the runtime.
+    let _rotation =
+        crate::logrotate::spawn(rotation_watch(live.clone(), log_dir.clone()), admin.clone());
     let _console = if options.console || config.raw.console.enabled {
         let c = &config.raw.console;
         let token = match &c.token {
@@ -164,15 +284,20 @@ async fn run_inner(options: RunOptions) -> Result<i32, String> {
             .address
             .parse()
             .map_err(|_| format!("console.address `{}` is not an IP address", c.address))?;
-        let server = crate::console::ConsoleServer::start(crate::console::ConsoleOptions {
-            listen: SocketAddr::new(ip, c.port),
-            token: token.clone(),
-            config_path: path.as_ref().map(|p| absolute(&p.display().to_string())),
-            log_dir: log_dir.clone(),
-            admin,
-            demo: options.demo,
-            live: live.clone(),
-        })
+        let default_port = llm_forward_core::config::ConsoleConfig::default().port;
+        let (server, moved) = start_console(
+            crate::console::ConsoleOptions {
+                listen: SocketAddr::new(ip, c.port),
+                token: token.clone(),
+                config_path: path.as_ref().map(|p| absolute(&p.display().to_string())),
+                log_dir: log_dir.clone(),
+                admin: admin.clone(),
+                demo: options.demo,
+                live: live.clone(),
+                overrides: overrides.clone(),
+            },
+            c.port != default_port,
+        )
         .await
         .map_err(|e| format!("cannot start the console: {e}"))?;
         let shown = if c.token.is_some() {
@@ -181,6 +306,13 @@ async fn run_inner(options: RunOptions) -> Result<i32, String> {
             token
         };
         println!("console: http://{}/  token: {shown}", server.addr());
+        if moved {
+            println!(
+                "console: port {} is taken (another gateway?); serving on {} instead (set console.port to choose)",
+                c.port,
+                server.addr().port()
+            );
+        }
         if !ip.is_loopback() {
             println!("console: WARNING: listening on {ip}, not only this machine; anyone with the token can edit the config");
         }
@@ -198,9 +330,10 @@ async fn run_inner(options: RunOptions) -> Result<i32, String> {
         secrets: secrets.clone(),
         current: config.clone(),
         live: live.clone(),
+        overrides,
     });
     let code = supervise(&mut envoy, reloader.as_mut()).await;
-    let _ = std::fs::remove_dir_all(&runtime_dir);
+    drop(runtime_dir);
     Ok(code)
 }
 
@@ -253,32 +386,11 @@ struct Reloader {
     current: ValidConfig,
     /// What the console shows: the running config and the last reload's outcome.
     live: crate::console::Live,
+    /// `run`'s command-line settings, applied to every reloaded file.
+    overrides: config_file::Overrides,
 }
 
-/// Fields whose change needs a restart of `llm-forward run` (Envoy's process settings, the cache
-/// service, the log folder and the console itself): an edit touching them is refused as a whole.
-pub fn restart_only_changes(
-    old: &llm_forward_core::config::Config,
-    new: &llm_forward_core::config::Config,
-) -> Vec<&'static str> {
-    let mut changed = Vec::new();
-    if new.server.admin_port != old.server.admin_port {
-        changed.push("server.admin_port");
-    }
-    if new.server.concurrency != old.server.concurrency {
-        changed.push("server.concurrency");
-    }
-    if new.cache != old.cache {
-        changed.push("cache");
-    }
-    if new.log_dir != old.log_dir {
-        changed.push("log_dir");
-    }
-    if new.console != old.console {
-        changed.push("console");
-    }
-    changed
-}
+pub use crate::config_file::restart_only_changes;
 
 impl Reloader {
     /// Check the file; on a change, validate and apply it, or explain why not. Never fatal: the
@@ -316,7 +428,7 @@ impl Reloader {
 
     fn prepare(&self) -> Result<ValidConfig, Vec<String>> {
         let env = |k: &str| std::env::var(k).ok();
-        let mut config = config_file::load(Some(&self.path), &env)?;
+        let mut config = config_file::load_with(Some(&self.path), &env, &self.overrides)?;
         if let Some(url) = &self.demo_upstream {
             let mut raw = config.raw.clone();
             for r in &mut raw.routes {
@@ -379,5 +491,77 @@ async fn supervise(envoy: &mut EnvoyProcess, mut reloader: Option<&mut Reloader>
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envoy_gets_only_the_working_folder_variables_the_config_uses_as_keys() {
+        let config = config_file::parse_yaml(
+            "keys:\n  upstream:\n    - key: ${UPSTREAM_API_KEY}\n  forward:\n    - key: ${LLM_FORWARD_FORWARD_KEY_0}\n",
+        )
+        .unwrap();
+        let from_folder: Vec<String> = [
+            "LD_PRELOAD",
+            "UPSTREAM_API_KEY",
+            "LLM_FORWARD_FORWARD_KEY_0",
+            "OPENAI_API_KEY_CONFIG",
+            "CACHE_BACKEND",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            envoy_env_removals(&config, &from_folder),
+            vec!["LD_PRELOAD", "OPENAI_API_KEY_CONFIG", "CACHE_BACKEND"]
+        );
+    }
+
+    #[test]
+    fn rotation_follows_routes_added_by_a_reload() {
+        let first = config_file::parse_yaml(
+            "logging:\n  chat: true\nroutes:\n  - {route: /a, base_url: 'http://127.0.0.1:9'}\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        let live = crate::console::Live::new(first);
+        let watch = rotation_watch(live.clone(), PathBuf::from("/logs"));
+        let (files, limit) = watch();
+        assert!(files.contains(&PathBuf::from("/logs/a/chat.log")));
+        assert!(!files.contains(&PathBuf::from("/logs/b/chat.log")));
+        assert_eq!(limit, 50_000_000);
+        let second = config_file::parse_yaml(
+            "logging:\n  chat: true\n  rotate_bytes: 2000000\nroutes:\n  - {route: /a, base_url: 'http://127.0.0.1:9'}\n  - {route: /b, base_url: 'http://127.0.0.1:9'}\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        live.applied(second, "reloaded".into());
+        let (files, limit) = watch();
+        assert!(
+            files.contains(&PathBuf::from("/logs/b/chat.log")),
+            "{files:?}"
+        );
+        assert!(files.contains(&PathBuf::from("/logs/access.log")));
+        assert_eq!(limit, 2_000_000);
+    }
+
+    #[test]
+    fn runtime_folders_are_private_and_unpredictable() {
+        use std::os::unix::fs::PermissionsExt;
+        let a = RuntimeDir::create().unwrap();
+        let b = RuntimeDir::create().unwrap();
+        assert_ne!(a.path(), b.path());
+        let mode = std::fs::metadata(a.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let name = a.path().file_name().unwrap().to_string_lossy().to_string();
+        assert!(name.starts_with("llm-forward-"), "{name}");
+        assert_ne!(name, format!("llm-forward-{}", std::process::id()));
+        let path = a.path().to_path_buf();
+        drop(a);
+        assert!(!path.exists());
     }
 }

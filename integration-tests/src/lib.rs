@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+pub use llm_forward_gateway::http_server::ListenAddr;
 pub use llm_forward_gateway::mock::MockUpstream;
 
 pub fn workspace_root() -> PathBuf {
@@ -93,7 +94,8 @@ pub fn config_for(base_url: &str) -> Config {
     let mut c = Config::default();
     c.server.address = "127.0.0.1".into();
     c.server.port = free_port();
-    c.server.admin_port = free_port();
+    // Envoy's admin goes on a Unix socket in the test's folder (see `Gateway::admin_addr`).
+    c.server.admin_port = None;
     c.server.concurrency = 2;
     c.routes = vec![RouteConfig::new("/", base_url, RouteKind::Openai)];
     c
@@ -119,6 +121,8 @@ impl Gateway {
             wasm_path: wasm_path().display().to_string(),
             log_dir: dir.0.display().to_string(),
             ca_bundle: default_ca_bundle(),
+            admin_socket: Some(dir.0.join("admin.sock")),
+            cache_socket: None,
         };
         let yaml_path = dir.0.join("envoy.yaml");
         std::fs::write(&yaml_path, to_yaml(&bootstrap(&valid, &options))).unwrap();
@@ -159,7 +163,8 @@ impl Gateway {
                     self.envoy_output()
                 );
             }
-            if let Ok((200, _)) = llm_forward_gateway::envoy::admin_get(self.admin_addr(), "/ready")
+            if let Ok((200, _)) =
+                llm_forward_gateway::envoy::admin_get(&self.admin_addr(), "/ready")
             {
                 return;
             }
@@ -180,8 +185,13 @@ impl Gateway {
         SocketAddr::from(([127, 0, 0, 1], self.config.server.port))
     }
 
-    pub fn admin_addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.config.server.admin_port))
+    /// Envoy's admin: the Unix socket in the test's folder, or 127.0.0.1 when the test's config
+    /// sets `server.admin_port`.
+    pub fn admin_addr(&self) -> ListenAddr {
+        match self.config.server.admin_port {
+            Some(port) => ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], port))),
+            None => ListenAddr::Unix(self.dir.0.join("admin.sock")),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -190,7 +200,7 @@ impl Gateway {
 
     /// Envoy's stats in text form.
     pub fn stats(&self) -> String {
-        llm_forward_gateway::envoy::admin_get(self.admin_addr(), "/stats")
+        llm_forward_gateway::envoy::admin_get(&self.admin_addr(), "/stats")
             .map(|(_, b)| b)
             .unwrap_or_default()
     }

@@ -154,7 +154,7 @@ fn suite(backend: CacheBackend, redis_url: Option<String>) {
         svc.redis_url = url;
     }
     let cache = start_cache(&svc, 0);
-    let port = cache.addr().port();
+    let port = cache.tcp_addr().unwrap().port();
     let (up, gen) = (mock(), mock());
     let gw = Gateway::start(cache_config(&up, &gen, port));
     let mut stores = 0;
@@ -399,7 +399,7 @@ fn disk_entries_survive_a_restart_of_the_service() {
     let dir = TempDir::new("cache-disk");
     let svc = service_config(CacheBackend::Disk, &dir);
     let cache = start_cache(&svc, 0);
-    let port = cache.addr().port();
+    let port = cache.tcp_addr().unwrap().port();
     let (up, gen) = (mock(), mock());
     let mut c = cache_config(&up, &gen, port);
     c.cache.hot_bytes = 0; // the service's persistence is tested, not the worker's copy
@@ -426,7 +426,7 @@ fn cache_down_or_silent_fails_open_within_the_timeout() {
     let dir = TempDir::new("cache-down");
     let svc = service_config(CacheBackend::Memory, &dir);
     let cache = start_cache(&svc, 0);
-    let port = cache.addr().port();
+    let port = cache.tcp_addr().unwrap().port();
     let (up, gen) = (mock(), mock());
     let mut c = cache_config(&up, &gen, port);
     c.cache.timeout_ms = 100;
@@ -470,7 +470,7 @@ fn forward_key_levels_do_not_share_entries_under_the_default_scope() {
     use llm_forward_core::access::{ForwardKeyConfig, UpstreamKeyConfig};
     let dir = TempDir::new("cache-levels");
     let cache = start_cache(&service_config(CacheBackend::Memory, &dir), 0);
-    let port = cache.addr().port();
+    let port = cache.tcp_addr().unwrap().port();
     let (up, gen) = (mock(), mock());
     let mut c = cache_config(&up, &gen, port);
     let upstream_key = |key: &str| UpstreamKeyConfig {
@@ -547,7 +547,7 @@ fn rewritten_bodies_keep_keep_alive_connections_in_sync() {
     let dir = TempDir::new("cache-smuggle");
     let cache = start_cache(&service_config(CacheBackend::Memory, &dir), 0);
     let (up, gen) = (mock(), mock());
-    let mut c = cache_config(&up, &gen, cache.addr().port());
+    let mut c = cache_config(&up, &gen, cache.tcp_addr().unwrap().port());
     c.server.concurrency = 1;
     let gw = Gateway::start(c);
     let mut conn = RawConnection::connect(gw.addr());
@@ -585,7 +585,7 @@ fn rewritten_bodies_keep_keep_alive_connections_in_sync() {
 fn oversized_answers_are_not_stored() {
     let dir = TempDir::new("cache-big");
     let cache = start_cache(&service_config(CacheBackend::Memory, &dir), 0);
-    let port = cache.addr().port();
+    let port = cache.tcp_addr().unwrap().port();
     let (up, gen) = (mock(), mock());
     let mut c = cache_config(&up, &gen, port);
     c.cache.max_entry_bytes = 4096;
@@ -623,7 +623,7 @@ fn oversized_answers_are_not_stored() {
 fn worker_cache_answers_repeats_and_follows_refresh_skip_and_expiry() {
     let dir = TempDir::new("cache-hot");
     let cache = start_cache(&service_config(CacheBackend::Memory, &dir), 0);
-    let port = cache.addr().port();
+    let port = cache.tcp_addr().unwrap().port();
     let (up, gen) = (mock(), mock());
     let mut c = cache_config(&up, &gen, port);
     c.server.concurrency = 1; // one worker: one hot cache
@@ -752,7 +752,7 @@ fn hits_carry_rate_limit_headers_and_are_logged_with_their_answer() {
     use llm_forward_core::limits::config::{LimitRule, Per};
     let dir = TempDir::new("cache-limits-logs");
     let cache = start_cache(&service_config(CacheBackend::Memory, &dir), 0);
-    let port = cache.addr().port();
+    let port = cache.tcp_addr().unwrap().port();
     let (up, gen) = (mock(), mock());
     let mut c = cache_config(&up, &gen, port);
     c.server.concurrency = 1;

@@ -8,7 +8,14 @@ use std::net::SocketAddr;
 
 const TOKEN: &str = "console-test-token-0123456789";
 
-fn config(upstream: &str, port: u16, admin: u16, console: u16, token: bool, extra: &str) -> String {
+fn config(
+    upstream: &str,
+    port: u16,
+    _admin: u16,
+    console: u16,
+    token: bool,
+    extra: &str,
+) -> String {
     let token = if token {
         format!("  token: {TOKEN}\n")
     } else {
@@ -17,7 +24,6 @@ fn config(upstream: &str, port: u16, admin: u16, console: u16, token: bool, extr
     let text = r#"server:
   address: 127.0.0.1
   port: PORT
-  admin_port: ADMIN
   concurrency: 1
 cache:
   openai: false
@@ -37,7 +43,6 @@ routes:
     base_url: UPSTREAM
 "#;
     text.replace("PORT", &port.to_string())
-        .replace("ADMIN", &admin.to_string())
         .replace("CONSOLE", &console.to_string())
         .replace("TOKEN", &token)
         .replace("UPSTREAM", upstream)

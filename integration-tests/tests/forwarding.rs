@@ -347,7 +347,7 @@ fn filter_counts_requests_per_route_in_envoy_stats() {
         gw.stat("wasmcustom.llm_forward.route.gen.requests_total"),
         Some(1)
     );
-    let prom = llm_forward_gateway::envoy::admin_get(gw.admin_addr(), "/stats/prometheus")
+    let prom = llm_forward_gateway::envoy::admin_get(&gw.admin_addr(), "/stats/prometheus")
         .unwrap()
         .1;
     assert!(

@@ -342,7 +342,7 @@ fn prometheus_scrape_has_route_model_and_level_labels() {
         Some(4)
     );
     let (_, prom) =
-        llm_forward_gateway::envoy::admin_get(gw.admin_addr(), "/stats/prometheus").unwrap();
+        llm_forward_gateway::envoy::admin_get(&gw.admin_addr(), "/stats/prometheus").unwrap();
     let line = |metric: &str, model: &str| {
         prom.lines()
             .find(|l| {

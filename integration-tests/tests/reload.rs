@@ -4,9 +4,9 @@ use llm_forward_integration_tests::*;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-fn config(upstream: &str, port: u16, admin: u16, limits: &str) -> String {
+fn config(upstream: &str, port: u16, _admin: u16, limits: &str) -> String {
     format!(
-        "server:\n  address: 127.0.0.1\n  port: {port}\n  admin_port: {admin}\n  concurrency: 2\ncache:\n  openai: false\nroutes:\n  - route: /\n    base_url: {upstream}\n{limits}"
+        "server:\n  address: 127.0.0.1\n  port: {port}\n  concurrency: 2\ncache:\n  openai: false\nroutes:\n  - route: /\n    base_url: {upstream}\n{limits}"
     )
 }
 

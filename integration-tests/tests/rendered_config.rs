@@ -10,6 +10,7 @@ fn example_options(wasm_path: &str, log_dir: &str) -> RenderOptions {
         wasm_path: wasm_path.into(),
         log_dir: log_dir.into(),
         ca_bundle: "/etc/ssl/certs/ca-certificates.crt".into(),
+        ..Default::default()
     }
 }
 

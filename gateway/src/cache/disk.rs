@@ -57,7 +57,8 @@ impl DiskStore {
     }
 
     pub fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), String> {
-        let expires = now_ms().saturating_add(ttl.as_millis() as u64);
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let expires = now_ms().saturating_add(ttl_ms);
         let mut stored = Vec::with_capacity(8 + value.len());
         stored.extend_from_slice(&expires.to_be_bytes());
         stored.extend_from_slice(value);

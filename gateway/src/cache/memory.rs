@@ -11,6 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// Expiry used when `now + ttl` does not fit the clock (about 30 years).
+const FOREVER: Duration = Duration::from_secs(1 << 30);
+
 /// Bytes counted for an entry besides its key and value (map nodes, timestamps).
 const ENTRY_OVERHEAD: u64 = 128;
 
@@ -90,6 +93,12 @@ impl MemoryStore {
         if w > self.max_bytes {
             return false;
         }
+        // Checked: `Instant + Duration` panics on overflow, and the TTL comes from a request.
+        let now = Instant::now();
+        let expires = now
+            .checked_add(ttl)
+            .or_else(|| now.checked_add(FOREVER))
+            .unwrap_or(now);
         let mut inner = self.lock();
         inner.remove(key);
         while inner.bytes + w > self.max_bytes {
@@ -109,7 +118,7 @@ impl MemoryStore {
             key.to_string(),
             Slot {
                 value,
-                expires: Instant::now() + ttl,
+                expires,
                 tick,
             },
         );
@@ -187,6 +196,15 @@ mod tests {
         assert!(m.bytes() <= one * 3);
         assert!(!m.put("huge", Bytes::from(vec![0u8; 1000]), HOUR));
         assert_eq!(m.entries(), 3);
+    }
+
+    #[test]
+    fn a_ttl_beyond_the_clock_does_not_panic() {
+        let m = MemoryStore::new(10_000);
+        assert!(m.put("a", Bytes::from_static(b"1"), Duration::from_secs(u64::MAX)));
+        assert!(m.put("b", Bytes::from_static(b"1"), Duration::MAX));
+        assert_eq!(m.get("a").as_deref(), Some(&b"1"[..]));
+        assert_eq!(m.sweep(), 0);
     }
 
     #[test]

@@ -19,20 +19,21 @@ pub mod disk;
 pub mod memory;
 pub mod redis;
 
+use crate::http_server::{ListenAddr, Listener, ServeOptions};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use llm_forward_core::cache::{valid_key, CacheBackend, CacheConfig, TTL_HEADER};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+/// Longest TTL a store gets (ten years); longer requests are shortened to it.
+pub const MAX_TTL_SECONDS: u64 = 10 * 365 * 24 * 3600;
 
 /// How the service runs.
 #[derive(Debug, Clone)]
@@ -324,7 +325,8 @@ impl Service {
                 let ttl = match req.headers().get(TTL_HEADER).map(|v| v.to_str()) {
                     None => self.config.default_ttl,
                     Some(Ok(v)) => match v.trim().parse::<u64>() {
-                        Ok(s) if s > 0 => Duration::from_secs(s),
+                        // Bounded: a huge TTL must not overflow the backends' clock arithmetic.
+                        Ok(s) if s > 0 => Duration::from_secs(s.min(MAX_TTL_SECONDS)),
                         _ => {
                             return reply(
                                 StatusCode::BAD_REQUEST,
@@ -394,15 +396,19 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
 
 /// A running cache service. Dropping it stops the listener and every connection.
 pub struct CacheServer {
-    addr: SocketAddr,
+    addr: ListenAddr,
     shutdown: watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl CacheServer {
     /// Start inside the current tokio runtime (`llm-forward run` and `llm-forward cache`).
-    pub async fn start(config: ServiceConfig, listen: SocketAddr) -> Result<CacheServer, String> {
-        let listener = TcpListener::bind(listen)
+    pub async fn start(
+        config: ServiceConfig,
+        listen: impl Into<ListenAddr>,
+    ) -> Result<CacheServer, String> {
+        let listen = listen.into();
+        let listener = Listener::bind(&listen)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -418,7 +424,11 @@ impl CacheServer {
 
     /// Start on a thread with its own runtime, for blocking callers (tests). Returns once listening.
     /// Dropping the server joins the thread, so the backend (e.g. the redb file) is closed after.
-    pub fn spawn(config: ServiceConfig, listen: SocketAddr) -> Result<CacheServer, String> {
+    pub fn spawn(
+        config: ServiceConfig,
+        listen: impl Into<ListenAddr>,
+    ) -> Result<CacheServer, String> {
+        let listen = listen.into();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -431,7 +441,7 @@ impl CacheServer {
             .spawn(move || {
                 runtime.block_on(async move {
                     let opened = async {
-                        let listener = TcpListener::bind(listen)
+                        let listener = Listener::bind(&listen)
                             .await
                             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
                         let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -461,8 +471,17 @@ impl CacheServer {
         })
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// Where it listens (the real port when 0 was asked for).
+    pub fn addr(&self) -> &ListenAddr {
+        &self.addr
+    }
+
+    /// The TCP address, `None` on a Unix socket.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        match self.addr {
+            ListenAddr::Tcp(a) => Some(a),
+            ListenAddr::Unix(_) => None,
+        }
     }
 }
 
@@ -475,7 +494,7 @@ impl Drop for CacheServer {
     }
 }
 
-async fn serve(listener: TcpListener, service: Arc<Service>, mut shutdown: watch::Receiver<bool>) {
+async fn serve(listener: Listener, service: Arc<Service>, shutdown: watch::Receiver<bool>) {
     let sweeper = {
         let service = Arc::clone(&service);
         let mut shutdown = shutdown.clone();
@@ -493,43 +512,19 @@ async fn serve(listener: TcpListener, service: Arc<Service>, mut shutdown: watch
     // Disk gauges are known right away, not only after the first interval.
     service.sweep().await;
     tokio::spawn(sweeper);
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.changed() => return,
-        };
-        let stream = match accepted {
-            Ok((s, _)) => s,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    let handler = move |req| {
         let service = Arc::clone(&service);
-        let mut shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let service = Arc::clone(&service);
-                async move { Ok::<_, Infallible>(service.handle(req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .header_read_timeout(None)
-                .serve_connection(TokioIo::new(stream), svc);
-            tokio::select! {
-                _ = conn => {}
-                _ = shutdown.changed() => {}
-            }
-        });
-    }
+        async move { service.handle(req).await }
+    };
+    // Envoy keeps idle pooled connections: no header-read timeout.
+    crate::http_server::serve(listener, ServeOptions::default(), handler, shutdown).await;
 }
 
 /// Flags of `llm-forward cache`; each overrides the config file's `cache:` value.
 #[derive(Debug, Clone, Default)]
 pub struct CliOptions {
     pub config: Option<PathBuf>,
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<ListenAddr>,
     pub backend: Option<String>,
     pub max_bytes: Option<u64>,
     pub path: Option<String>,
@@ -584,17 +579,17 @@ pub async fn cli(options: CliOptions) -> i32 {
     }
     let listen = options
         .listen
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], cache.port)));
+        .unwrap_or_else(|| ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], cache.port))));
     run_service(ServiceConfig::from_cache_config(&cache), listen).await
 }
 
 /// Run the service until interrupted.
-pub async fn run_service(config: ServiceConfig, listen: SocketAddr) -> i32 {
+pub async fn run_service(config: ServiceConfig, listen: ListenAddr) -> i32 {
     let backend = config.backend;
     match CacheServer::start(config, listen).await {
         Ok(server) => {
             println!(
-                "llm-forward cache service ({backend:?} backend) listening on http://{}",
+                "llm-forward cache service ({backend:?} backend) listening on {}",
                 server.addr()
             );
             let _ = tokio::signal::ctrl_c().await;

@@ -113,7 +113,7 @@ fn memory_backend_keeps_the_contract_and_its_bound() {
     c.max_bytes = 4096;
     c.max_value_bytes = 8192;
     let server = CacheServer::spawn(c, local()).unwrap();
-    let addr = server.addr();
+    let addr = server.tcp_addr().unwrap();
     contract(addr);
     let big = vec![b'x'; 1500];
     for i in 0..5 {
@@ -145,19 +145,26 @@ fn disk_backend_keeps_the_contract_and_survives_a_restart() {
     c.path = dir.join("sub/cache.redb");
     {
         let server = CacheServer::spawn(c.clone(), local()).unwrap();
-        contract(server.addr());
+        contract(server.tcp_addr().unwrap());
         assert_eq!(
-            http(server.addr(), "PUT", "/entries/keep", &[], b"kept").0,
+            http(
+                server.tcp_addr().unwrap(),
+                "PUT",
+                "/entries/keep",
+                &[],
+                b"kept"
+            )
+            .0,
             204
         );
     }
     let server = CacheServer::spawn(c, local()).unwrap();
     assert_eq!(
-        http(server.addr(), "GET", "/entries/keep", &[], b""),
+        http(server.tcp_addr().unwrap(), "GET", "/entries/keep", &[], b""),
         (200, b"kept".to_vec())
     );
     assert_eq!(
-        metric(server.addr(), "entries"),
+        metric(server.tcp_addr().unwrap(), "entries"),
         1,
         "the expired entry was swept at start"
     );
@@ -211,7 +218,7 @@ fn redis_backend_keeps_the_contract() {
     let mut c = config(CacheBackend::Redis);
     c.redis_url = format!("redis://127.0.0.1:{}", redis.port);
     let server = CacheServer::spawn(c, local()).unwrap();
-    contract(server.addr());
+    contract(server.tcp_addr().unwrap());
 }
 
 #[test]
@@ -224,6 +231,53 @@ fn redis_down_is_a_503_not_a_hang() {
     let mut c = config(CacheBackend::Redis);
     c.redis_url = format!("redis://127.0.0.1:{port}");
     let server = CacheServer::spawn(c, local()).unwrap();
-    assert_eq!(http(server.addr(), "GET", "/entries/x", &[], b"").0, 503);
-    assert_eq!(metric(server.addr(), "errors_total"), 1);
+    assert_eq!(
+        http(server.tcp_addr().unwrap(), "GET", "/entries/x", &[], b"").0,
+        503
+    );
+    assert_eq!(metric(server.tcp_addr().unwrap(), "errors_total"), 1);
+}
+
+/// `x-ttl-seconds: 18446744073709551615` used to overflow `Instant + Duration` in the memory
+/// backend: a panic (with `panic = "abort"`, the whole `llm-forward` process).
+#[test]
+fn the_largest_ttl_is_stored_not_a_panic() {
+    for backend in [CacheBackend::Memory, CacheBackend::Disk] {
+        let mut c = config(backend);
+        let dir = tempfile::tempdir().unwrap();
+        c.path = dir.path().join("cache.redb");
+        let server = CacheServer::spawn(c, local()).unwrap();
+        let addr = server.tcp_addr().unwrap();
+        let huge = [("x-ttl-seconds", "18446744073709551615")];
+        assert_eq!(
+            http(addr, "PUT", "/entries/k", &huge, b"v").0,
+            204,
+            "{backend:?}"
+        );
+        assert_eq!(
+            http(addr, "GET", "/entries/k", &[], b""),
+            (200, b"v".to_vec())
+        );
+        assert_eq!(http(addr, "GET", "/healthz", &[], b"").0, 200);
+    }
+}
+
+/// `llm-forward run` serves the cache on a Unix socket in its private folder.
+#[test]
+fn serves_on_a_unix_socket() {
+    use std::os::unix::net::UnixStream;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.sock");
+    let server =
+        CacheServer::spawn(config(CacheBackend::Memory), ListenAddr::Unix(path.clone())).unwrap();
+    assert_eq!(server.addr(), &ListenAddr::Unix(path.clone()));
+    let mut s = UnixStream::connect(&path).unwrap();
+    s.write_all(b"PUT /entries/u HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi")
+        .unwrap();
+    s.write_all(b"GET /entries/u HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 204"), "{out}");
+    assert!(out.ends_with("\r\n\r\nhi"), "{out}");
 }

@@ -30,11 +30,10 @@ use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use llm_forward_core::config::{ConfigError, ValidConfig};
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -149,15 +148,18 @@ pub fn generate_token() -> Result<String, String> {
     Ok(llm_forward_core::chatlog::hex(&bytes))
 }
 
+#[derive(Clone)]
 pub struct ConsoleOptions {
     pub listen: SocketAddr,
     pub token: String,
     /// The file the editor shows and writes (`None`: built-in defaults, nothing to edit).
     pub config_path: Option<PathBuf>,
     pub log_dir: PathBuf,
-    pub admin: SocketAddr,
+    pub admin: crate::http_server::ListenAddr,
     pub demo: bool,
     pub live: Live,
+    /// `run`'s command-line settings, applied to every config checked here as `run` applies them.
+    pub overrides: config_file::Overrides,
 }
 
 /// A running console. Dropping it stops the listener and its connections.
@@ -191,39 +193,23 @@ impl ConsoleServer {
     }
 }
 
-async fn serve(listener: TcpListener, console: Arc<Console>, mut shutdown: watch::Receiver<bool>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.changed() => return,
-        };
-        let Ok((stream, _)) = accepted else {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        };
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            continue; // dropped: too many connections
-        };
+async fn serve(listener: TcpListener, console: Arc<Console>, shutdown: watch::Receiver<bool>) {
+    let handler = move |req| {
         let console = Arc::clone(&console);
-        let mut shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let svc = hyper::service::service_fn(move |req| {
-                let console = Arc::clone(&console);
-                async move { Ok::<_, Infallible>(console.handle(req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(stream), svc);
-            tokio::select! {
-                _ = conn => {}
-                _ = shutdown.changed() => {}
-            }
-        });
-    }
+        async move { console.handle(req).await }
+    };
+    let options = crate::http_server::ServeOptions {
+        header_read_timeout: Some(Duration::from_secs(10)),
+        max_connections: Some(MAX_CONNECTIONS),
+        max_buf_size: Some(64 * 1024),
+    };
+    crate::http_server::serve(
+        crate::http_server::Listener::Tcp(listener),
+        options,
+        handler,
+        shutdown,
+    )
+    .await;
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -302,8 +288,13 @@ impl From<ConfigError> for FieldError {
 }
 
 /// Everything `run`'s reloader would check before applying `text`, except the `file:` keys it reads:
-/// YAML shape, environment overrides, every field's validation, and fields that need a restart.
-pub fn validate_text(text: &str, running: &llm_forward_core::config::Config) -> Vec<FieldError> {
+/// YAML shape, environment overrides, `run`'s command-line `overrides`, every field's validation,
+/// fields that need a restart, and keys that are not in the `running` config.
+pub fn validate_text(
+    text: &str,
+    running: &llm_forward_core::config::Config,
+    overrides: &config_file::Overrides,
+) -> Vec<FieldError> {
     let env = |k: &str| std::env::var(k).ok();
     let mut config = match config_file::parse_yaml(text) {
         Ok(c) => c,
@@ -312,7 +303,9 @@ pub fn validate_text(text: &str, running: &llm_forward_core::config::Config) -> 
     if let Err(e) = config_file::apply_env(&mut config, &env) {
         return vec![e.into()];
     }
-    let restart = crate::run::restart_only_changes(running, &config);
+    overrides.apply(&mut config);
+    let restart = config_file::restart_only_changes(running, &config);
+    let new_keys = keys_not_running(running, &config);
     match config.validate() {
         Err(errors) => errors.into_iter().map(FieldError::from).collect(),
         Ok(_) => restart
@@ -323,36 +316,86 @@ pub fn validate_text(text: &str, running: &llm_forward_core::config::Config) -> 
                     "can only change with a restart of llm-forward (edit the file, then restart)"
                         .into(),
             })
+            .chain(new_keys)
             .collect(),
     }
 }
 
-/// Copy `path` to `<path>.<UTC timestamp>.bak` (when it exists), then replace it with `text`
-/// atomically (a temporary file renamed over it, keeping the file's permissions). Returns the backup.
+/// Keys of `new` that `running` does not have. The console may move, re-level or remove keys, but
+/// not add one: a `file:` or `${VAR}` key would let the token holder make the gateway read any
+/// file or variable it can and send it to a host of their choice. Adding keys stays a file edit.
+fn keys_not_running(
+    running: &llm_forward_core::config::Config,
+    new: &llm_forward_core::config::Config,
+) -> Vec<FieldError> {
+    let message = "the console cannot add keys (nor `file:` / `${VAR}` references): add them to the config file and restart, or reload it";
+    let mut errors = Vec::new();
+    let known_upstream = |key: &Option<String>, file: &Option<String>| {
+        running
+            .keys
+            .upstream
+            .iter()
+            .any(|k| &k.key == key && &k.file == file)
+    };
+    for (i, k) in new.keys.upstream.iter().enumerate() {
+        if !known_upstream(&k.key, &k.file) {
+            errors.push(FieldError {
+                path: format!("keys.upstream[{i}]"),
+                message: message.into(),
+            });
+        }
+    }
+    for (i, k) in new.keys.forward.iter().enumerate() {
+        if !running.keys.forward.iter().any(|r| r.key == k.key) {
+            errors.push(FieldError {
+                path: format!("keys.forward[{i}]"),
+                message: message.into(),
+            });
+        }
+    }
+    errors
+}
+
+/// Copy `path` to `<path>.<UTC timestamp>.bak` (when it exists; mode 0600, or 0640 with
+/// `group_read`, as it may hold keys), then replace it with `text` atomically (a temporary file
+/// renamed over it, keeping the file's permissions). Returns the backup.
 pub fn write_with_backup(
     path: &Path,
     text: &str,
     unix_ms: u64,
+    group_read: bool,
 ) -> std::io::Result<Option<PathBuf>> {
+    use crate::private_files::{create_new, file_mode};
+    use std::io::Write;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "llm-forward.yaml".into());
     let stamp = crate::logrotate::suffix(unix_ms);
     let backup = if path.exists() {
-        let mut b = path.with_file_name(format!("{name}.{stamp}.bak"));
-        let mut n = 1;
-        while b.exists() {
-            b = path.with_file_name(format!("{name}.{stamp}-{n}.bak"));
-            n += 1;
+        let old = std::fs::read(path)?;
+        let mut n = 0;
+        loop {
+            let b = if n == 0 {
+                path.with_file_name(format!("{name}.{stamp}.bak"))
+            } else {
+                path.with_file_name(format!("{name}.{stamp}-{n}.bak"))
+            };
+            match create_new(&b, file_mode(group_read)) {
+                Ok(mut f) => {
+                    f.write_all(&old)?;
+                    break Some(b);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
+                Err(e) => return Err(e),
+            }
         }
-        std::fs::copy(path, &b)?;
-        Some(b)
     } else {
         None
     };
     let tmp = path.with_file_name(format!(".{name}.console-{}.tmp", std::process::id()));
-    std::fs::write(&tmp, text)?;
+    let _ = std::fs::remove_file(&tmp);
+    create_new(&tmp, file_mode(false))?.write_all(text.as_bytes())?;
     if let Ok(meta) = std::fs::metadata(path) {
         let _ = std::fs::set_permissions(&tmp, meta.permissions());
     }
@@ -363,16 +406,23 @@ pub fn write_with_backup(
     Ok(backup)
 }
 
-/// `GET path` on a local HTTP/1.1 server (Envoy's admin), body bounded, 3 s overall.
-async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, Bytes), String> {
-    let fetch = async {
-        let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+/// `GET path` on a local HTTP/1.1 server (Envoy's admin, TCP or Unix socket), body bounded, 3 s
+/// overall.
+async fn http_get(
+    addr: &crate::http_server::ListenAddr,
+    path: &str,
+) -> Result<(u16, Bytes), String> {
+    use crate::http_server::ListenAddr;
+    async fn over<S>(stream: S, path: &str) -> Result<(u16, Bytes), String>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         let req = Request::get(path)
-            .header("host", addr.to_string())
+            .header("host", "envoy-admin")
             .body(Empty::<Bytes>::new())
             .map_err(|e| e.to_string())?;
         let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
@@ -383,6 +433,20 @@ async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, Bytes), String> 
             .map_err(|e| e.to_string())?
             .to_bytes();
         Ok((status, body))
+    }
+    let fetch = async {
+        match addr {
+            ListenAddr::Tcp(a) => {
+                let s = TcpStream::connect(a).await.map_err(|e| e.to_string())?;
+                over(s, path).await
+            }
+            ListenAddr::Unix(p) => {
+                let s = tokio::net::UnixStream::connect(p)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                over(s, path).await
+            }
+        }
     };
     tokio::time::timeout(Duration::from_secs(3), fetch)
         .await
@@ -430,7 +494,11 @@ impl Console {
             (Method::GET, "/api/config") => self.config_text(),
             (Method::POST, "/api/config/validate") => match read_yaml(req).await {
                 Ok(text) => {
-                    let errors = validate_text(&text, &self.options.live.config().raw);
+                    let errors = validate_text(
+                        &text,
+                        &self.options.live.config().raw,
+                        &self.options.overrides,
+                    );
                     json_reply(
                         StatusCode::OK,
                         &json!({"valid": errors.is_empty(), "errors": errors}),
@@ -467,7 +535,7 @@ impl Console {
             "/stats?format=json&filter={}",
             percent_encode(stats::STATS_FILTER)
         );
-        let (status, body) = http_get(self.options.admin, &path).await?;
+        let (status, body) = http_get(&self.options.admin, &path).await?;
         if status != 200 {
             return Err(format!("Envoy admin answered {status}"));
         }
@@ -478,7 +546,7 @@ impl Console {
     async fn lds_state(&self) -> Result<(u64, u64), String> {
         let filter = r"^listener_manager\.(lds\.update_success|total_listeners_warming)$";
         let path = format!("/stats?format=json&filter={}", percent_encode(filter));
-        let (status, body) = http_get(self.options.admin, &path).await?;
+        let (status, body) = http_get(&self.options.admin, &path).await?;
         if status != 200 {
             return Err(format!("Envoy admin answered {status}"));
         }
@@ -497,7 +565,7 @@ impl Console {
     async fn overview(&self) -> Reply {
         let config = self.options.live.config();
         let raw = &config.raw;
-        let ready = match http_get(self.options.admin, "/ready").await {
+        let ready = match http_get(&self.options.admin, "/ready").await {
             Ok((status, body)) => json!({
                 "ready": status == 200,
                 "state": String::from_utf8_lossy(&body).trim().to_string(),
@@ -672,7 +740,8 @@ impl Console {
     }
 
     async fn apply(&self, text: String) -> Reply {
-        let errors = validate_text(&text, &self.options.live.config().raw);
+        let running = self.options.live.config().raw;
+        let errors = validate_text(&text, &running, &self.options.overrides);
         if !errors.is_empty() {
             return json_reply(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -690,7 +759,11 @@ impl Console {
         let lds_before = self.lds_state().await.map(|(n, _)| n).ok();
         let written = {
             let path = path.clone();
-            tokio::task::spawn_blocking(move || write_with_backup(&path, &text, now_ms())).await
+            let group_read = running.logging.group_readable;
+            tokio::task::spawn_blocking(move || {
+                write_with_backup(&path, &text, now_ms(), group_read)
+            })
+            .await
         };
         let backup = match written {
             Ok(Ok(b)) => b,

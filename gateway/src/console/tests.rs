@@ -42,6 +42,9 @@ fn generated_tokens_are_long_and_differ() {
 #[test]
 fn validation_names_fields_and_restart_only_changes() {
     let running = llm_forward_core::config::Config::default();
+    let validate_text = |t: &str, r: &llm_forward_core::config::Config| {
+        validate_text(t, r, &config_file::Overrides::default())
+    };
     let errors = validate_text("routes:\n  - route: /\n    base_url: ftp://x\n", &running);
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].path, "routes[0].base_url");
@@ -65,7 +68,7 @@ fn writes_keep_a_timestamped_backup() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("llm-forward.yaml");
     std::fs::write(&path, "old: 1\n").unwrap();
-    let backup = write_with_backup(&path, "new: 2\n", 1_795_000_000_000)
+    let backup = write_with_backup(&path, "new: 2\n", 1_795_000_000_000, false)
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -78,11 +81,19 @@ fn writes_keep_a_timestamped_backup() {
     assert_eq!(std::fs::read_to_string(&backup).unwrap(), "old: 1\n");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "new: 2\n");
     // A second write in the same second gets its own backup.
-    let again = write_with_backup(&path, "newer: 3\n", 1_795_000_000_000)
+    let again = write_with_backup(&path, "newer: 3\n", 1_795_000_000_000, false)
         .unwrap()
         .unwrap();
     assert_ne!(again, backup);
     assert_eq!(std::fs::read_to_string(&again).unwrap(), "new: 2\n");
+    // Backups may hold keys: owner-only whatever the umask, group-readable on request.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&backup), 0o600);
+    let grouped = write_with_backup(&path, "newest: 4\n", 1_795_000_000_000, true)
+        .unwrap()
+        .unwrap();
+    assert_eq!(mode(&grouped), 0o640);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -91,4 +102,40 @@ fn query_params_are_found() {
     assert_eq!(query_param("after=3&private=1", "private"), Some("1"));
     assert_eq!(query_param("after=3&private", "private"), Some(""));
     assert_eq!(query_param("after=3", "limit"), None);
+}
+
+#[test]
+fn the_console_cannot_add_keys_or_secret_references() {
+    let running = config_file::parse_yaml(
+        "keys:\n  upstream:\n    - key: ${OPENAI_KEY}\n  forward:\n    - key: fk-known-key\n",
+    )
+    .unwrap();
+    let check = |t: &str| validate_text(t, &running, &config_file::Overrides::default());
+    // The running keys, re-levelled and re-ordered: fine.
+    assert!(check("keys:\n  upstream:\n    - key: ${OPENAI_KEY}\n      levels: [0, 1]\n  forward:\n    - key: fk-known-key\n      level: 1\n  levels:\n    1: [gpt-4o]\n").is_empty());
+    // Removing keys: fine.
+    assert!(check("keys:\n  forward:\n    - key: fk-known-key\n").is_empty());
+    for (text, path) in [
+        (
+            "keys:\n  upstream:\n    - file: /home/u/.git-credentials\n",
+            "keys.upstream[0]",
+        ),
+        (
+            "keys:\n  upstream:\n    - key: ${OPENAI_KEY}\n    - key: ${HOME}\n",
+            "keys.upstream[1]",
+        ),
+        (
+            "keys:\n  upstream:\n    - key: sk-new-literal\n",
+            "keys.upstream[0]",
+        ),
+        (
+            "keys:\n  forward:\n    - key: ${AWS_SECRET_ACCESS_KEY}\n",
+            "keys.forward[0]",
+        ),
+    ] {
+        let errors = check(text);
+        assert_eq!(errors.len(), 1, "{text}: {errors:?}");
+        assert_eq!(errors[0].path, path);
+        assert!(errors[0].message.contains("cannot add keys"), "{errors:?}");
+    }
 }

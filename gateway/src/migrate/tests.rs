@@ -406,6 +406,7 @@ fn migrate_output_is_valid_yaml_without_keys() {
             wasm_path: "/x.wasm".into(),
             log_dir: "/tmp/log".into(),
             ca_bundle: "/etc/ssl/certs/ca-certificates.crt".into(),
+            ..Default::default()
         },
     ));
     assert!(rendered.contains("LLM_FORWARD_UPSTREAM_KEY_0"));
