@@ -607,7 +607,13 @@ pub fn replay(
     };
     let stored = |ct: &str| Replay {
         status: u32::from(meta.status),
-        content_type: meta.content_type.clone().unwrap_or_else(|| ct.to_string()),
+        // The stored type becomes a response header: anything but a plain media type (from a
+        // broken or foreign cache service) is replaced by the default.
+        content_type: meta
+            .content_type
+            .clone()
+            .filter(|c| is_plain_media_type(c))
+            .unwrap_or_else(|| ct.to_string()),
         body: entry.body.clone(),
         answer: answered(),
     };
@@ -665,6 +671,23 @@ pub fn replay(
         body,
         answer: answered(),
     })
+}
+
+/// A `type/subtype[; param=value…]` of at most 200 printable ASCII characters: safe to send as a
+/// `content-type` header (no line breaks, no control characters, no second header smuggled in).
+pub fn is_plain_media_type(value: &str) -> bool {
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    let mut parts = value.split(';');
+    let essence = parts.next().unwrap_or("").trim();
+    value.len() <= 200
+        && value.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && essence
+            .split_once('/')
+            .is_some_and(|(t, sub)| token(t) && token(sub))
 }
 
 /// True for keys the service accepts: `[A-Za-z0-9:._-]`, 1 to [`MAX_KEY_LEN`] bytes.

@@ -414,3 +414,31 @@ fn caching_is_off_unless_configured() {
         "like OpenAI-Forward's CACHE_OPENAI/CACHE_GENERAL, the cache is opt-in"
     );
 }
+
+/// The stored content type becomes a response header: a cache service that is not ours (or a
+/// writer reaching it) must not be able to set arbitrary headers through it.
+#[test]
+fn a_stored_content_type_is_sent_only_when_it_is_a_plain_media_type() {
+    let raw_with = |ct: &str| {
+        let mut e =
+            Entry::from_response(Keying::Raw, 200, Some("text/plain"), b"hi".to_vec(), 1).unwrap();
+        e.meta.content_type = Some(ct.to_string());
+        replay(&e, false, false, None).unwrap().content_type
+    };
+    assert_eq!(
+        raw_with("text/plain; charset=utf-8"),
+        "text/plain; charset=utf-8"
+    );
+    assert_eq!(raw_with("text/event-stream"), "text/event-stream");
+    for bad in [
+        "text/html\r\nset-cookie: a=b",
+        "text/plain\nx: y",
+        "",
+        "html",
+        "a/b\u{0}",
+        "text/plain; é=1",
+        &"a/".repeat(150),
+    ] {
+        assert_eq!(raw_with(bad), "application/octet-stream", "{bad:?}");
+    }
+}
