@@ -125,7 +125,12 @@ impl Gateway {
             cache_socket: None,
         };
         let yaml_path = dir.0.join("envoy.yaml");
-        std::fs::write(&yaml_path, to_yaml(&bootstrap(&valid, &options))).unwrap();
+        // As `run` writes it: owner-only, as it may hold literal keys.
+        llm_forward_gateway::private_files::write_atomic(
+            &yaml_path,
+            to_yaml(&bootstrap(&valid, &options)).as_bytes(),
+        )
+        .unwrap();
         let log = std::fs::File::create(dir.0.join("envoy.out")).unwrap();
         let child = Command::new(envoy_bin())
             .arg("-c")

@@ -66,13 +66,38 @@ fn post_chat(gw: &Gateway, key: Option<&str>, body: &Value) -> reqwest::blocking
     req.send().unwrap()
 }
 
-/// Nothing the gateway printed, logged or counted contains an upstream key.
+/// Nothing the gateway printed, logged or counted contains an upstream key: Envoy's output, the
+/// access and chat logs, stats, and every admin page but `/config_dump` (the plugin config holds
+/// the config's literal keys; the admin is a private socket). The rendered file may hold literal
+/// keys too, so it must be readable by the user only.
 fn assert_no_leak(gw: &Gateway, keys: &[&str]) {
-    let sources = [
-        ("envoy output", gw.envoy_output()),
-        ("access log", gw.access_log()),
-        ("stats", gw.stats()),
+    let admin = |path: &str| {
+        llm_forward_gateway::envoy::admin_get(&gw.admin_addr(), path)
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    };
+    let mut sources = vec![
+        ("envoy output".to_string(), gw.envoy_output()),
+        ("access log".to_string(), gw.access_log()),
+        ("stats".to_string(), gw.stats()),
     ];
+    for page in [
+        "/stats/prometheus",
+        "/clusters",
+        "/listeners",
+        "/server_info",
+        "/runtime",
+        "/certs",
+    ] {
+        sources.push((format!("admin {page}"), admin(page)));
+    }
+    for entry in std::fs::read_dir(&gw.dir.0).unwrap().flatten() {
+        let chat = entry.path().join("chat.log");
+        if chat.is_file() {
+            let text = std::fs::read_to_string(&chat).unwrap();
+            sources.push((chat.display().to_string(), text));
+        }
+    }
     for (what, text) in sources {
         for k in keys {
             assert!(
@@ -81,6 +106,10 @@ fn assert_no_leak(gw: &Gateway, keys: &[&str]) {
             );
         }
     }
+    use std::os::unix::fs::PermissionsExt;
+    let rendered = gw.dir.0.join("envoy.yaml");
+    let mode = std::fs::metadata(&rendered).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "the rendered config is readable by others");
 }
 
 #[test]

@@ -202,6 +202,46 @@ fn the_api_needs_the_token_hides_keys_validates_fields_and_applies_with_a_backup
         .unwrap();
     assert_eq!(resp.status(), 413);
 
+    // The token is not a way to read files or variables: a config adding a `file:` or `${VAR}` key
+    // (which the gateway would read and send upstream) is refused and never written.
+    let secret_file = dir.0.join("someone-elses-credentials");
+    std::fs::write(&secret_file, "ghp_not-for-the-console\n").unwrap();
+    for added in [
+        format!("    - file: {}\n", secret_file.display()),
+        "    - key: ${HOME}\n".to_string(),
+    ] {
+        let grabbing = text.replace(
+            "      levels: [0, 1]\n",
+            &format!("      levels: [0, 1]\n{added}"),
+        );
+        assert_ne!(grabbing, text);
+        let (status, v) = api(
+            console,
+            "POST",
+            "/api/config",
+            Some(TOKEN),
+            Some(json!({"yaml": grabbing})),
+        );
+        assert_eq!(status, 422, "{v}");
+        assert_eq!(v["errors"][0]["path"], "keys.upstream[1]", "{v}");
+        assert_eq!(
+            std::fs::read_to_string(dir.0.join("llm-forward.yaml")).unwrap(),
+            text
+        );
+    }
+    // No API answer carries a key value (the config editor shows the file's own text only).
+    for path in ["/api/overview", "/api/metrics", "/api/logs?private=1"] {
+        let (_, answer) = api(console, "GET", path, Some(TOKEN), None);
+        let shown = answer.to_string();
+        for secret in [
+            "sk-upstream-secret-value-1",
+            "fk-alice-secret-value",
+            "fk-from-the-environment",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {path}: {shown}");
+        }
+    }
+
     // Apply: the file is written with a backup, the running gateway reloads, the limit holds.
     let limited = config(
         &up.base_url(),
@@ -227,6 +267,12 @@ fn the_api_needs_the_token_hides_keys_validates_fields_and_applies_with_a_backup
     );
     let backup = std::path::PathBuf::from(r["backup"].as_str().unwrap());
     assert_eq!(std::fs::read_to_string(&backup).unwrap(), text);
+    // The backup holds keys: owner-only.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let name = backup.file_name().unwrap().to_str().unwrap().to_string();
     assert!(
         name.starts_with("llm-forward.yaml.")
