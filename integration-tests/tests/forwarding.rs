@@ -294,32 +294,69 @@ fn healthz_is_answered_locally() {
     assert_eq!(up.request_count(), 0);
 }
 
-#[test]
-fn cors_preflight_is_answered_like_the_reference() {
-    let up = mock();
-    let gw = Gateway::start(config_for(&up.base_url()));
-    let resp = client()
+fn preflight(gw: &Gateway, origin: &str) -> reqwest::blocking::Response {
+    client()
         .request(reqwest::Method::OPTIONS, gw.url("/v1/chat/completions"))
-        .header("origin", "https://app.example")
+        .header("origin", origin)
         .header("access-control-request-method", "POST")
         .header(
             "access-control-request-headers",
             "authorization,content-type",
         )
         .send()
-        .unwrap();
+        .unwrap()
+}
+
+/// Any page may call the API (its own key in `Authorization`), but never with the visitor's
+/// credentials: the reference echoed every origin with `allow-credentials: true`.
+#[test]
+fn cors_preflight_allows_any_origin_without_credentials_by_default() {
+    let up = mock();
+    let gw = Gateway::start(config_for(&up.base_url()));
+    let resp = preflight(&gw, "https://app.example");
     assert_eq!(resp.status(), 200);
     assert_eq!(
         resp.headers()["access-control-allow-origin"],
         "https://app.example"
     );
-    assert_eq!(resp.headers()["access-control-allow-credentials"], "true");
+    assert!(
+        resp.headers()
+            .get("access-control-allow-credentials")
+            .is_none(),
+        "{:?}",
+        resp.headers()
+    );
     assert_eq!(resp.headers()["access-control-max-age"], "600");
     assert_eq!(
         up.request_count(),
         0,
         "preflight must not reach the upstream"
     );
+}
+
+#[test]
+fn cors_credentials_only_for_the_listed_origins() {
+    let up = mock();
+    let mut c = config_for(&up.base_url());
+    c.server.cors.allow_origins = vec!["https://app.example".into()];
+    c.server.cors.allow_credentials = true;
+    let gw = Gateway::start(c);
+    let listed = preflight(&gw, "https://app.example");
+    assert_eq!(
+        listed.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert_eq!(listed.headers()["access-control-allow-credentials"], "true");
+    let other = preflight(&gw, "https://evil.example");
+    assert!(
+        other.headers().get("access-control-allow-origin").is_none(),
+        "{:?}",
+        other.headers()
+    );
+    assert!(other
+        .headers()
+        .get("access-control-allow-credentials")
+        .is_none());
 }
 
 #[test]
