@@ -41,7 +41,6 @@ function configText({ port, admin, consolePort, limits = '' }) {
   return `server:
   address: 127.0.0.1
   port: ${port}
-  admin_port: ${admin}
   concurrency: 1
 log_dir: Log
 logging:

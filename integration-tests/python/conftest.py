@@ -27,10 +27,9 @@ def gateway_binary() -> pathlib.Path:
 
 
 class RunningGateway:
-    def __init__(self, proc, port, admin_port, output_path):
+    def __init__(self, proc, port, output_path):
         self.proc = proc
         self.port = port
-        self.admin_port = admin_port
         self.output_path = output_path
 
     @property
@@ -42,12 +41,12 @@ class RunningGateway:
 
 
 def start_gateway(tmp_path, *args, env_extra=None):
-    port, admin = free_port(), free_port()
+    # Envoy's admin stays on run's private Unix socket; only the listener gets a port.
+    port = free_port()
     env = dict(os.environ)
     env.update(
         LLM_FORWARD_ADDRESS="127.0.0.1",
         LLM_FORWARD_PORT=str(port),
-        LLM_FORWARD_ADMIN_PORT=str(admin),
         LLM_FORWARD_CONCURRENCY="2",
         LLM_FORWARD_WASM=str(ROOT / "target/wasm32-wasip1/release/llm_forward_filter.wasm"),
     )
@@ -60,7 +59,7 @@ def start_gateway(tmp_path, *args, env_extra=None):
         stdout=out.open("w"),
         stderr=subprocess.STDOUT,
     )
-    gw = RunningGateway(proc, port, admin, out)
+    gw = RunningGateway(proc, port, out)
     deadline = time.time() + 60
     while "ready to serve" not in gw.output():
         if proc.poll() is not None:

@@ -428,6 +428,46 @@ impl RunningGateway {
         gw
     }
 
+    /// The Envoy this `llm-forward run` started (its child process).
+    pub fn envoy_pid(&self) -> u32 {
+        let pid = self.child.id();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut children = Vec::new();
+            if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+                for t in tasks.flatten() {
+                    let text =
+                        std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                    children.extend(
+                        text.split_whitespace()
+                            .filter_map(|c| c.parse::<u32>().ok()),
+                    );
+                }
+            }
+            if let Some(c) = children.first() {
+                return *c;
+            }
+            assert!(Instant::now() < deadline, "llm-forward {pid} has no child");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Envoy's command line.
+    pub fn envoy_args(&self) -> Vec<String> {
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.envoy_pid())).unwrap();
+        cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).to_string())
+            .collect()
+    }
+
+    /// `run`'s private runtime folder (where Envoy's `-c` file is).
+    pub fn runtime_dir(&self) -> PathBuf {
+        let args = self.envoy_args();
+        let at = args.iter().position(|a| a == "-c").unwrap();
+        Path::new(&args[at + 1]).parent().unwrap().to_path_buf()
+    }
+
     /// Everything printed so far.
     pub fn output(&self) -> String {
         self.output.lock().unwrap().clone()

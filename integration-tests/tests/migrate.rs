@@ -87,7 +87,7 @@ fn run_in_a_folder_with_openai_forwards_shipped_env() {
         assert!(!output.contains(secret), "a key was printed:\n{output}");
     }
     // Neither is any key in the Envoy config written to disk.
-    let runtime = std::env::temp_dir().join(format!("llm-forward-{}", gw.child.id()));
+    let runtime = gw.runtime_dir();
     let mut files = 0;
     for entry in std::fs::read_dir(&runtime).unwrap() {
         let text = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();

@@ -15,28 +15,6 @@ fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
 
-/// The Envoy started by the `llm-forward` process `pid` (its only child).
-fn envoy_pid(pid: u32) -> u32 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut children = Vec::new();
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-            for t in tasks.flatten() {
-                let text = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-                children.extend(
-                    text.split_whitespace()
-                        .filter_map(|c| c.parse::<u32>().ok()),
-                );
-            }
-        }
-        if let Some(c) = children.first() {
-            return *c;
-        }
-        assert!(Instant::now() < deadline, "llm-forward {pid} has no child");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn alive(pid: u32) -> bool {
     // A zombie is dead for our purpose (its parent, the test, may not have reaped it yet).
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -101,16 +79,19 @@ fn chat(port: u16, n: u32) -> reqwest::blocking::Response {
         .unwrap()
 }
 
-/// The runtime folder named in the banner (`admin   unix:<dir>/admin.sock`).
-fn runtime_dir(output: &str) -> PathBuf {
-    let at = output
-        .find("unix:")
-        .expect("the banner names the admin socket");
-    let path: String = output[at + 5..]
-        .chars()
-        .take_while(|c| !c.is_whitespace())
-        .collect();
-    PathBuf::from(path).parent().unwrap().to_path_buf()
+/// The store after a miss is asynchronous (the filter sends it after the answer): ask again until
+/// the answer comes from the cache.
+fn wait_for_hit(port: u16, n: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = chat(port, n);
+        assert_eq!(r.status(), 200);
+        if r.headers().get("x-cache").is_some_and(|v| v == "HIT") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no cache hit on port {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -124,7 +105,7 @@ fn internal_services_are_private_sockets_and_files_are_owner_only() {
         .arg(&config)
         .current_dir(&dir.0);
     let gw = RunningGateway::spawn(cmd, "ready to serve");
-    let envoy = envoy_pid(gw.child.id());
+    let envoy = gw.envoy_pid();
 
     // The only TCP port of the whole gateway is its listener: no admin, no cache port.
     assert_eq!(listening_tcp_ports(envoy), HashSet::from([port]));
@@ -137,7 +118,10 @@ fn internal_services_are_private_sockets_and_files_are_owner_only() {
     assert!(!dump.text().unwrap().contains("static_resources"));
 
     // The runtime folder: 0700, unpredictable; its files 0600; the sockets 0600.
-    let runtime = runtime_dir(&gw.output());
+    let runtime = gw.runtime_dir();
+    assert!(gw
+        .output()
+        .contains(&format!("unix:{}", runtime.join("admin.sock").display())));
     assert_ne!(
         runtime.file_name().unwrap().to_string_lossy(),
         format!("llm-forward-{}", gw.child.id())
@@ -159,8 +143,7 @@ fn internal_services_are_private_sockets_and_files_are_owner_only() {
 
     // Traffic through the private cache socket works; the logs Envoy creates are owner-only.
     assert_eq!(chat(port, 1).status(), 200);
-    let hit = chat(port, 1);
-    assert_eq!(hit.headers()["x-cache"], "HIT");
+    wait_for_hit(port, 1);
     let access = dir.0.join("Log/access.log");
     let chat_log = dir.0.join("Log/root/chat.log");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -187,7 +170,7 @@ fn envoy_dies_with_a_killed_gateway() {
         .arg(&config)
         .current_dir(&dir.0);
     let mut gw = RunningGateway::spawn(cmd, "ready to serve");
-    let envoy = envoy_pid(gw.child.id());
+    let envoy = gw.envoy_pid();
     assert!(alive(envoy));
     gw.child.kill().unwrap(); // SIGKILL: no cleanup code of llm-forward runs
     gw.child.wait().unwrap();
@@ -233,7 +216,7 @@ fn a_working_folder_env_reaches_envoy_only_as_keys() {
         "{}",
         gw.output()
     );
-    let envoy = envoy_pid(gw.child.id());
+    let envoy = gw.envoy_pid();
     let environ = std::fs::read(format!("/proc/{envoy}/environ")).unwrap();
     let vars: Vec<String> = environ
         .split(|b| *b == 0)
@@ -341,9 +324,9 @@ fn two_gateways_run_side_by_side_with_only_the_port_differing() {
         let overview = console_overview(&url, "side-by-side-token-0123456789");
         assert_eq!(overview["envoy"]["ready"], true, "{overview}");
         assert_eq!(chat(*port, 7).status(), 200);
-        assert_eq!(chat(*port, 7).headers()["x-cache"], "HIT");
+        wait_for_hit(*port, 7);
         // --workers is Envoy's --concurrency.
-        let envoy = envoy_pid(gw.child.id());
+        let envoy = gw.envoy_pid();
         let cmdline = std::fs::read(format!("/proc/{envoy}/cmdline")).unwrap();
         let args: Vec<String> = cmdline
             .split(|b| *b == 0)
