@@ -390,8 +390,6 @@ struct Reloader {
     overrides: config_file::Overrides,
 }
 
-pub use crate::config_file::restart_only_changes;
-
 impl Reloader {
     /// Check the file; on a change, validate and apply it, or explain why not. Never fatal: the
     /// running config stays when the new one is rejected.
@@ -439,7 +437,7 @@ impl Reloader {
                 .map_err(|e| e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
         }
         let new = &config.raw;
-        let restart_only = restart_only_changes(&self.current.raw, new);
+        let restart_only = config_file::restart_only_changes(&self.current.raw, new);
         if !restart_only.is_empty() {
             return Err(vec![format!(
                 "{} can only change with a restart of llm-forward",

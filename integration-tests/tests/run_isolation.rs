@@ -337,3 +337,44 @@ fn two_gateways_run_side_by_side_with_only_the_port_differing() {
     }
     assert_eq!(consoles.len(), 2, "each gateway has its own console");
 }
+
+/// The disk cache and the logs hold conversations: owner-only by default, group-readable on
+/// request (`logging.group_readable`), never world-readable.
+#[test]
+fn the_disk_cache_and_logs_follow_the_group_read_knob() {
+    let up = MockUpstream::spawn(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    for (group, file_mode, dir_mode) in [(false, 0o600, 0o700), (true, 0o640, 0o750)] {
+        let dir = TempDir::new("modes");
+        let port = free_port();
+        let path = dir.0.join("llm-forward.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "server:\n  address: 127.0.0.1\n  port: {port}\n  concurrency: 1\nlog_dir: {log}\nlogging:\n  chat: true\n  group_readable: {group}\ncache:\n  openai: true\n  backend: disk\n  path: {db}\nroutes:\n  - route: /\n    base_url: {up}\n",
+                log = dir.0.join("Log").display(),
+                db = dir.0.join("cache/cache.redb").display(),
+                up = up.base_url(),
+            ),
+        )
+        .unwrap();
+        let mut cmd = gateway_command();
+        cmd.args(["run", "--config"]).arg(&path).current_dir(&dir.0);
+        let gw = RunningGateway::spawn(cmd, "ready to serve");
+        assert_eq!(chat(port, 3).status(), 200);
+        wait_for_hit(port, 3);
+        let access = dir.0.join("Log/access.log");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !access.exists() {
+            assert!(Instant::now() < deadline, "no access log");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            mode(&dir.0.join("cache/cache.redb")),
+            file_mode,
+            "group {group}"
+        );
+        assert_eq!(mode(&access), file_mode, "group {group}");
+        assert_eq!(mode(&dir.0.join("Log")), dir_mode, "group {group}");
+        drop(gw);
+    }
+}
