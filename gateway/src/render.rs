@@ -87,10 +87,11 @@ pub fn default_ca_bundle() -> String {
 fn seconds(value: f64) -> String {
     // Envoy durations are strings like "1.5s"; trim float noise.
     let millis = (value * 1000.0).round() as u64;
-    if millis % 1000 == 0 {
-        format!("{}s", millis / 1000)
+    let (whole, fraction) = (millis / 1000, millis % 1000);
+    if fraction == 0 {
+        format!("{whole}s")
     } else {
-        format!("{}.{:03}s", millis / 1000, millis % 1000)
+        format!("{whole}.{fraction:03}s")
     }
 }
 

@@ -173,7 +173,7 @@ mod tests {
         assert_eq!(m.get("a").as_deref(), Some(&b"1"[..]));
         assert!(m.put("a", Bytes::from_static(b"22"), HOUR));
         assert_eq!(m.get("a").as_deref(), Some(&b"22"[..]));
-        assert_eq!(m.bytes(), 2 * 1 + 2 + ENTRY_OVERHEAD);
+        assert_eq!(m.bytes(), weight("a", &Bytes::from_static(b"22")));
         assert!(m.delete("a"));
         assert!(!m.delete("a"));
         assert_eq!(m.get("a"), None);
@@ -183,7 +183,7 @@ mod tests {
     #[test]
     fn least_recently_used_goes_first_and_the_bound_holds() {
         let value = Bytes::from(vec![0u8; 100]);
-        let one = 2 * 1 + 100 + ENTRY_OVERHEAD;
+        let one = weight("a", &value);
         let m = MemoryStore::new(one * 3);
         for k in ["a", "b", "c"] {
             assert!(m.put(k, value.clone(), HOUR));
