@@ -171,6 +171,7 @@ fn envoy_dies_with_a_killed_gateway() {
         .current_dir(&dir.0);
     let mut gw = RunningGateway::spawn(cmd, "ready to serve");
     let envoy = gw.envoy_pid();
+    let runtime = gw.runtime_dir();
     assert!(alive(envoy));
     gw.child.kill().unwrap(); // SIGKILL: no cleanup code of llm-forward runs
     gw.child.wait().unwrap();
@@ -184,6 +185,8 @@ fn envoy_dies_with_a_killed_gateway() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Nobody was left to remove it.
+    let _ = std::fs::remove_dir_all(runtime);
 }
 
 /// A `.env` in the working folder reaches Envoy only with the variables the config uses as keys,

@@ -15,10 +15,9 @@ python3 -m venv "$work/venv"
 start=$(date +%s.%N)
 "$work/venv/bin/pip" install --quiet "$wheel"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-admin=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir "$work/run"
-(cd "$work/run" && exec env -i HOME="$HOME" PATH=/usr/bin:/bin LLM_FORWARD_PORT="$port" LLM_FORWARD_ADMIN_PORT="$admin" \
-  LLM_FORWARD_ADDRESS=127.0.0.1 "$work/venv/bin/llm-forward" run --demo >"$work/out.log" 2>&1) &
+(cd "$work/run" && exec env -i HOME="$HOME" PATH=/usr/bin:/bin \
+  LLM_FORWARD_ADDRESS=127.0.0.1 "$work/venv/bin/llm-forward" run --demo --port "$port" >"$work/out.log" 2>&1) &
 pid=$!
 for _ in $(seq 1 300); do
   grep -q "ready to serve" "$work/out.log" 2>/dev/null && break
