@@ -237,6 +237,7 @@ async fn run_inner(options: RunOptions) -> Result<i32, String> {
         None
     };
     let secrets = secret_env(&config.raw, &env)?;
+    let withheld = envoy_env_removals(&config.raw, &options.from_working_folder);
     let mut envoy = EnvoyProcess::spawn(&Launch {
         envoy: envoy_bin,
         config_path: envoy_yaml,
@@ -244,7 +245,7 @@ async fn run_inner(options: RunOptions) -> Result<i32, String> {
         concurrency: config.raw.server.concurrency,
         echo: options.verbose,
         env: secrets.clone(),
-        env_remove: envoy_env_removals(&config.raw, &options.from_working_folder),
+        env_remove: withheld.clone(),
         umask: crate::private_files::umask(group_read),
     })?;
     if let Err(e) = envoy.wait_ready(Duration::from_secs(60)).await {
@@ -331,6 +332,7 @@ async fn run_inner(options: RunOptions) -> Result<i32, String> {
         current: config.clone(),
         live: live.clone(),
         overrides,
+        withheld,
     });
     let code = supervise(&mut envoy, reloader.as_mut()).await;
     drop(runtime_dir);
@@ -388,6 +390,8 @@ struct Reloader {
     live: crate::console::Live,
     /// `run`'s command-line settings, applied to every reloaded file.
     overrides: config_file::Overrides,
+    /// Working-folder variables Envoy was started without ([`envoy_env_removals`]).
+    withheld: Vec<String>,
 }
 
 impl Reloader {
@@ -443,6 +447,12 @@ impl Reloader {
                 "{} can only change with a restart of llm-forward",
                 restart_only.join(", ")
             )]);
+        }
+        let newly_used = envoy_env_removals(new, &self.withheld);
+        if newly_used.len() != self.withheld.len() {
+            return Err(vec![
+                "a `${VAR}` key now uses a variable of the working folder's .env that Envoy was started without: restart llm-forward".into(),
+            ]);
         }
         if secret_env(new, &env).map_err(|e| vec![e])? != self.secrets {
             return Err(vec![
