@@ -310,12 +310,18 @@ fn main() {
             let env = |k: &str| std::env::var(k).ok();
             let path = config_file::resolve_path(config.as_deref());
             match config_file::load(path.as_deref(), &env) {
-                Ok(valid) => llm_forward_gateway::convert::run(
-                    std::path::Path::new(&valid.raw.log_dir),
-                    log_folder.as_deref(),
-                    out.as_deref(),
-                    format,
-                ),
+                Ok(valid) => {
+                    // The converted files hold the conversations: as private as the chat logs.
+                    llm_forward_gateway::private_files::set_process_umask(
+                        valid.raw.logging.group_readable,
+                    );
+                    llm_forward_gateway::convert::run(
+                        std::path::Path::new(&valid.raw.log_dir),
+                        log_folder.as_deref(),
+                        out.as_deref(),
+                        format,
+                    )
+                }
                 Err(errors) => {
                     eprintln!(
                         "llm-forward: invalid configuration:\n  {}",

@@ -537,7 +537,11 @@ pub async fn cli(options: CliOptions) -> i32 {
     let env = |k: &str| std::env::var(k).ok();
     let path = crate::config_file::resolve_path(options.config.as_deref());
     let mut cache = match crate::config_file::load(path.as_deref(), &env) {
-        Ok(valid) => valid.raw.cache,
+        Ok(valid) => {
+            // The disk backend's file holds answers: owner-only (or group) like `run`'s files.
+            crate::private_files::set_process_umask(valid.raw.logging.group_readable);
+            valid.raw.cache
+        }
         Err(errors) => {
             eprintln!(
                 "llm-forward: invalid configuration:\n  {}",
