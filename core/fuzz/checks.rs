@@ -789,6 +789,12 @@ pub fn cache_entry(data: &[u8]) {
                     "replayed status {}",
                     r.status
                 );
+                // The content type becomes a response header: never a smuggled line or control byte.
+                assert!(
+                    cache::is_plain_media_type(&r.content_type),
+                    "replayed content type {:?}",
+                    r.content_type
+                );
             }
         }
         return;
