@@ -85,6 +85,10 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if new.console != old.console {
         changed.push("console");
     }
+    // The file modes are the umask of `run` and Envoy, set once at start.
+    if new.logging.group_readable != old.logging.group_readable {
+        changed.push("logging.group_readable");
+    }
     changed
 }
 
