@@ -248,9 +248,19 @@ impl CacheConfig {
             self.default_request_caching = boolean("DEFAULT_REQUEST_CACHING_VALUE", &v)?;
         }
         if let Some(v) = env("CACHE_ROUTES") {
-            self.routes = serde_json::from_str(&v).map_err(|e| {
+            let listed: Vec<String> = serde_json::from_str(&v).map_err(|e| {
                 ConfigError::new("CACHE_ROUTES", format!("not a JSON list of paths: {e}"))
             })?;
+            // In OpenAI-Forward, chat and embeddings are cached whenever CACHE_OPENAI is on;
+            // CACHE_ROUTES only adds generic paths (`aifd gen_config` writes `[]`, which must
+            // not turn chat caching off).
+            let mut routes = CacheConfig::default().routes;
+            for r in listed {
+                if !routes.contains(&r) {
+                    routes.push(r);
+                }
+            }
+            self.routes = routes;
         }
         if let Some(v) = env("CACHE_TTL_SECONDS") {
             self.ttl_seconds = number("CACHE_TTL_SECONDS", &v)?;
@@ -316,10 +326,28 @@ impl FilterCache {
         })
     }
 
-    fn path_listed(&self, route_path: &str) -> bool {
-        self.routes.iter().any(|r| match r.strip_suffix('*') {
-            Some(prefix) => route_path.starts_with(prefix),
-            None => r.trim_end_matches('/') == route_path.trim_end_matches('/'),
+    /// Whether `route_path` (after the route prefix) is one of `routes`. On openai routes whose
+    /// base URL already ends in `/v1` (route `/v1` → `http://host/v1`, `/openai` →
+    /// `https://api.openai.com/v1`) the client sends `/chat/completions` after the prefix while
+    /// the list names the API path `/v1/chat/completions`: both spellings of an OpenAI API path
+    /// count as the same path.
+    fn path_listed(&self, kind: RouteKind, route_path: &str) -> bool {
+        let with_v1;
+        let mut candidates = vec![route_path];
+        if kind == RouteKind::Openai && api_of_path(route_path).is_some() {
+            match route_path.strip_prefix("/v1") {
+                Some(rest) if rest.starts_with('/') => candidates.push(rest),
+                _ => {
+                    with_v1 = format!("/v1{route_path}");
+                    candidates.push(&with_v1);
+                }
+            }
+        }
+        candidates.iter().any(|p| {
+            self.routes.iter().any(|r| match r.strip_suffix('*') {
+                Some(prefix) => p.starts_with(prefix),
+                None => r.trim_end_matches('/') == p.trim_end_matches('/'),
+            })
         })
     }
 
@@ -329,7 +357,7 @@ impl FilterCache {
             RouteKind::Openai => self.openai,
             RouteKind::General => self.general,
         };
-        if !on || !self.path_listed(route_path) {
+        if !on || !self.path_listed(kind, route_path) {
             return None;
         }
         match (kind, api_of_path(route_path), method) {
@@ -338,6 +366,19 @@ impl FilterCache {
             (_, _, "POST" | "GET") => Some(Keying::Raw),
             _ => None,
         }
+    }
+}
+
+impl FilterCache {
+    /// True for requests the cache does not key but whose body may still carry the gateway's
+    /// `caching` instruction: an OpenAI JSON API POST on an openai route while openai caching is
+    /// on (a path left out of `routes`). The field is removed before the upstream sees it
+    /// (OpenAI answers unknown fields with 400).
+    pub fn strips_caching_field(&self, kind: RouteKind, route_path: &str, method: &str) -> bool {
+        self.openai
+            && kind == RouteKind::Openai
+            && method == "POST"
+            && api_of_path(route_path).is_some()
     }
 }
 

@@ -156,6 +156,8 @@ enum Phase {
 #[derive(Debug)]
 pub struct CacheRequest {
     keying: Keying,
+    /// The request is not cached; its body is only read to remove a `caching` field.
+    strip_only: bool,
     directive: Directive,
     phase: Phase,
     plan: Plan,
@@ -177,15 +179,22 @@ impl CacheRequest {
     pub fn start(plugin: &Plugin, ex: &Exchange) -> Option<CacheRequest> {
         let cache = settings(plugin)?;
         let route = plugin.config.routes.get(ex.route)?;
-        let keying = cache.classify(route.kind, route_path(&route.prefix, &ex.path), &ex.method)?;
+        let rel = route_path(&route.prefix, &ex.path);
+        let (keying, strip_only) = match cache.classify(route.kind, rel, &ex.method) {
+            Some(keying) => (keying, false),
+            // Not cached, but `caching` must still not reach the upstream.
+            None if cache.strips_caching_field(route.kind, rel, &ex.method) => (Keying::Raw, true),
+            None => return None,
+        };
         // Multipart and form bodies stream through untouched (never held, never keyed).
-        if matches!(keying, Keying::Json(_))
+        if (strip_only || matches!(keying, Keying::Json(_)))
             && !is_json_content_type(ex.request_header("content-type"))
         {
             return None;
         }
         Some(CacheRequest {
             keying,
+            strip_only,
             directive: Directive::parse(ex.request_header(CONTROL_HEADER)),
             phase: Phase::Reading,
             plan: Plan::Bypass,
@@ -219,6 +228,19 @@ impl CacheRequest {
             ex.caller.as_ref().map(|c| c.level),
             ex.caller.as_ref().and_then(|c| c.key_name.as_deref()),
         );
+        if self.strip_only {
+            if cache_key::caching_field_present(body) == Some(true) {
+                if ex.body.is_none() {
+                    ex.body = serde_json::from_slice(body).ok();
+                }
+                if let Some(json) = ex.body.as_mut() {
+                    if cache_key::take_caching_flag(json).removed() {
+                        ex.body_changed = true;
+                    }
+                }
+            }
+            return self.bypass(plugin, ex);
+        }
         let default = cache.default_request_caching;
         // The plan is decided before any key is computed: a bypassed request never hashes its body.
         let key = match self.keying {

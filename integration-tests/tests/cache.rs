@@ -805,3 +805,71 @@ fn hits_carry_rate_limit_headers_and_are_logged_with_their_answer() {
     assert!(records[0]["usage"]["total_tokens"].as_u64().unwrap() > 0);
     assert!(records[2]["usage"].is_null(), "{}", records[2]);
 }
+
+/// Routes whose base URL already ends in `/v1` (`/v1` → `http://host/v1`, `/openai` →
+/// `https://api.openai.com/v1`): the path after the prefix is `/chat/completions`, the default
+/// `cache.routes` names `/v1/chat/completions`. Both must cache, and `caching` never reaches the
+/// upstream, also on an openai API path the cache does not key.
+#[test]
+fn prefixed_routes_to_v1_base_urls_cache_and_strip_the_caching_field() {
+    let dir = TempDir::new("cache-prefixed");
+    let cache = start_cache(&service_config(CacheBackend::Memory, &dir), 0);
+    let port = cache.tcp_addr().unwrap().port();
+    let up = mock();
+    let mut c = config_for(&up.base_url());
+    c.routes = vec![
+        RouteConfig::new("/v1", &format!("{}/v1", up.base_url()), RouteKind::Openai),
+        RouteConfig::new(
+            "/openai",
+            &format!("{}/v1", up.base_url()),
+            RouteKind::Openai,
+        ),
+    ];
+    c.cache.port = port;
+    c.cache.openai = true;
+    c.cache.timeout_ms = 2000;
+    // The default list: chat and embeddings (completions are not keyed).
+    let gw = Gateway::start(c);
+    let mut stores = 0;
+    for (n, prefix) in ["/v1", "/openai"].iter().enumerate() {
+        let q = with(question(10 + n), json!({"caching": true}));
+        let path = format!("{prefix}/chat/completions");
+        let first = send(&gw, &path, &[], &q);
+        assert_eq!(
+            (first.status, first.x_cache.as_str()),
+            (200, "MISS"),
+            "{prefix}: {}",
+            first.body
+        );
+        stores += 1;
+        wait_stores(port, stores);
+        let before = up.request_count();
+        let second = send(&gw, &path, &[], &q);
+        assert_eq!(
+            (second.status, second.x_cache.as_str()),
+            (200, "HIT"),
+            "{prefix}"
+        );
+        assert_eq!(second.body, first.body);
+        assert_eq!(
+            up.request_count(),
+            before,
+            "{prefix}: the hit went upstream"
+        );
+    }
+    // Completions are not in the list: not cached, yet `caching` is removed.
+    let r = send(
+        &gw,
+        "/openai/completions",
+        &[],
+        &json!({"model": "gpt-4o-mini", "prompt": "hi", "caching": true}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = up.requests();
+    assert_eq!(seen.len(), 3);
+    for req in &seen {
+        assert!(req.path.starts_with("/v1/"), "{}", req.path);
+        let body = req.json().unwrap();
+        assert!(body.get("caching").is_none(), "{} got {body}", req.path);
+    }
+}

@@ -60,6 +60,57 @@ fn default_routes_cache_chat_and_embeddings_on_openai_routes_only() {
 }
 
 #[test]
+fn listed_api_paths_match_on_routes_whose_base_url_ends_in_v1() {
+    // Route `/v1` → `http://host/v1` or `/openai` → `https://api.openai.com/v1`: the client's
+    // path after the prefix is `/chat/completions` while the default list says `/v1/...`.
+    let fc = filter_cache();
+    assert_eq!(
+        fc.classify(RouteKind::Openai, "/chat/completions", "POST"),
+        Some(Keying::Json(ApiKind::Chat))
+    );
+    assert_eq!(
+        fc.classify(RouteKind::Openai, "/embeddings/", "POST"),
+        Some(Keying::Json(ApiKind::Embedding))
+    );
+    assert_eq!(fc.classify(RouteKind::Openai, "/completions", "POST"), None);
+    // And a list written without `/v1` matches the `/v1` spelling.
+    let c = CacheConfig {
+        openai: true,
+        routes: vec!["/chat/completions".into()],
+        ..CacheConfig::default()
+    };
+    let fc = FilterCache::from_config(&c).unwrap();
+    assert_eq!(
+        fc.classify(RouteKind::Openai, "/v1/chat/completions", "POST"),
+        Some(Keying::Json(ApiKind::Chat))
+    );
+    // General routes match their paths literally.
+    let c = CacheConfig {
+        general: true,
+        ..CacheConfig::default()
+    };
+    let fc = FilterCache::from_config(&c).unwrap();
+    assert_eq!(
+        fc.classify(RouteKind::General, "/chat/completions", "POST"),
+        None
+    );
+}
+
+#[test]
+fn unlisted_openai_api_posts_still_lose_the_caching_field() {
+    let c = CacheConfig {
+        openai: true,
+        routes: vec!["/v1/embeddings".into()],
+        ..CacheConfig::default()
+    };
+    let fc = FilterCache::from_config(&c).unwrap();
+    assert!(fc.strips_caching_field(RouteKind::Openai, "/v1/chat/completions", "POST"));
+    assert!(fc.strips_caching_field(RouteKind::Openai, "/completions", "POST"));
+    assert!(!fc.strips_caching_field(RouteKind::Openai, "/v1/models", "POST"));
+    assert!(!fc.strips_caching_field(RouteKind::General, "/v1/chat/completions", "POST"));
+}
+
+#[test]
 fn routes_list_and_wildcards_select_paths() {
     let c = CacheConfig {
         openai: true,
@@ -389,7 +440,11 @@ fn config_checks_and_env_names() {
     c.apply_env(&env).unwrap();
     assert_eq!(c.backend, CacheBackend::Disk);
     assert!(c.general && c.default_request_caching);
-    assert_eq!(c.routes, vec!["/v1/completions"]);
+    // CACHE_ROUTES adds generic paths; chat and embeddings stay cached (OpenAI-Forward).
+    assert_eq!(
+        c.routes,
+        vec!["/v1/chat/completions", "/v1/embeddings", "/v1/completions"]
+    );
     let bad = |k: &str| (k == "CACHE_BACKEND").then(|| "mongo".to_string());
     assert_eq!(c.apply_env(&bad).unwrap_err().path, "CACHE_BACKEND");
     assert_eq!(CacheBackend::parse("LevelDB"), Some(CacheBackend::Disk));

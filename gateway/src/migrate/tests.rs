@@ -466,6 +466,29 @@ fn route_kinds_from_forward_config() {
 const GEN_CONFIG_ENV: &str = include_str!("aifd-gen-config.env");
 
 #[test]
+fn gen_config_empty_cache_routes_keep_chat_and_embeddings_cached() {
+    // `aifd gen_config` writes `CACHE_ROUTES=[]`; in OpenAI-Forward that list only adds generic
+    // paths: with CACHE_OPENAI=true chat and embeddings are still cached.
+    let env = GEN_CONFIG_ENV
+        .replace("CACHE_OPENAI=False", "CACHE_OPENAI=True")
+        .replace(
+            r#"CACHE_ROUTES=["/v1/chat/completions"]"#,
+            "CACHE_ROUTES=[]",
+        );
+    assert!(env.contains("CACHE_ROUTES=[]\n") && env.contains("CACHE_OPENAI=True"));
+    let overlay = from_dotenv(&env, &none);
+    let (c, _, _) = migrated(Some(&overlay), &none).unwrap();
+    assert!(c.cache.openai);
+    for path in ["/v1/chat/completions", "/v1/embeddings"] {
+        assert!(
+            c.cache.routes.iter().any(|r| r == path),
+            "{:?}",
+            c.cache.routes
+        );
+    }
+}
+
+#[test]
 fn gen_config_placeholders_are_no_keys() {
     let overlay = from_dotenv(GEN_CONFIG_ENV, &none);
     let (c, secrets, notes) = migrated(Some(&overlay), &none).unwrap();
