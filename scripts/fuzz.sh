@@ -19,7 +19,7 @@ SECONDS_EACH="${FUZZ_SECONDS:-20}"
 SEED="${FUZZ_SEED:-1}"
 TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
-  TARGETS=(sse answer limits config request_body cache_entry)
+  TARGETS=(sse answer limits config request_body cache_entry model_of)
 fi
 if ! cargo +nightly --version >/dev/null 2>&1; then
   # No toolchain can be fetched on a machine without it; the found inputs still replay in

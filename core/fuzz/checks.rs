@@ -827,3 +827,90 @@ pub fn cache_entry(data: &[u8]) {
         }
     }
 }
+
+/// `model_of`: where a request's model is (path, query, JSON, multipart, url-encoded form). The
+/// model permission of restricted levels trusts this answer, so besides never panicking:
+/// - a model read from a JSON body is what a full JSON parse reads (no parser differential);
+/// - a model read from a multipart body occurs in it, and a body built from parts with exactly one
+///   plain `model` field reads back that field;
+/// - a model named by a path is a non-empty single segment.
+pub fn model_of(data: &[u8]) {
+    use llm_forward_core::access::model_of::{self, ModelSource};
+    let mut u = Input::new(data);
+    match u.u8() % 5 {
+        0 => {
+            let boundary = u.string(12);
+            let body = u.rest();
+            let ct = format!("multipart/form-data; boundary={boundary}");
+            if let Ok(m) = model_of::body_model(Some(&ct), body) {
+                assert!(!m.is_empty());
+                let found = body.windows(m.len()).any(|w| w == m.as_bytes());
+                assert!(found, "{m:?} is not in the body");
+            }
+        }
+        1 => {
+            // Structured: up to 4 parts, names from a small set, values without the boundary.
+            let boundary = "fuzzBoundary7";
+            let mut body = Vec::new();
+            let mut models = Vec::new();
+            for _ in 0..(u.u8() % 5) {
+                let name =
+                    ["model", "file", "prompt", "Model", "language"][usize::from(u.u8() % 5)];
+                let value = u.string(16).replace(boundary, "").replace(['\r', '\n'], "");
+                body.extend_from_slice(
+                    format!(
+                        "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+                    )
+                    .as_bytes(),
+                );
+                models.push((name, value));
+            }
+            body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+            let ct = format!("multipart/form-data; boundary={boundary}");
+            let got = model_of::body_model(Some(&ct), &body);
+            let exact: Vec<&String> = models
+                .iter()
+                .filter(|(n, _)| *n == "model")
+                .map(|(_, v)| v)
+                .collect();
+            let odd_case = models.iter().any(|(n, _)| *n == "Model");
+            match (exact.as_slice(), odd_case) {
+                ([one], false) if !one.trim().is_empty() => {
+                    assert_eq!(got.as_deref(), Ok(one.trim()), "{body:?}")
+                }
+                ([], false) => assert!(got.is_err(), "no model field: {got:?}"),
+                _ => assert!(got.is_err(), "ambiguous: {got:?}"),
+            }
+        }
+        2 => {
+            let body = u.rest();
+            if let Ok(m) = model_of::json_model(body) {
+                let full: Value = serde_json::from_slice(body).expect("json_model accepted it");
+                assert_eq!(full.get("model").and_then(Value::as_str), Some(m.as_str()));
+            }
+        }
+        3 => {
+            let body = u.rest();
+            if let Ok(m) = model_of::form_model(body) {
+                assert!(!m.is_empty() && m == m.trim());
+            }
+        }
+        _ => {
+            let method = ["POST", "GET", "PUT"][usize::from(u.u8() % 3)];
+            let openai = u.u8().is_multiple_of(2);
+            let path = String::from_utf8_lossy(u.rest()).into_owned();
+            let (path, query) = match path.split_once('?') {
+                Some((p, q)) => (p.to_string(), Some(q.to_string())),
+                None => (path, None),
+            };
+            if let Some(ModelSource::Named(m)) =
+                model_of::model_source(openai, method, &path, query.as_deref())
+            {
+                assert!(!m.trim().is_empty(), "{path:?}");
+                if query.is_none() {
+                    assert!(!m.contains('/'), "{path:?} → {m:?}");
+                }
+            }
+        }
+    }
+}

@@ -18,6 +18,8 @@
 //! check never depends on logging; keys are compared without early exit; upstream keys answered with
 //! 401/403/429 cool down and rotation skips them.
 
+pub mod model_of;
+
 use crate::answer::ApiKind;
 use crate::cidr::{IpNet, IpPolicy};
 use crate::config::{normalize_prefix, Config, ConfigError, RouteKind};

@@ -70,3 +70,8 @@ fn fuzz_regressions_request_body() {
 fn fuzz_regressions_cache_entry() {
     replay("cache_entry", checks::cache_entry);
 }
+
+#[test]
+fn fuzz_regressions_model_of() {
+    replay("model_of", checks::model_of);
+}

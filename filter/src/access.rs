@@ -14,11 +14,12 @@
 
 use crate::exchange::{Caller, Exchange, LocalReply, Step};
 use crate::host::{self, log};
+use llm_forward_core::access::model_of::{self, ModelSource};
 use llm_forward_core::access::{
     decode_cooldowns, decode_counter, encode_cooldowns, is_json_content_type, is_key_failure,
     parse_body, pick_key, replace_query_param, Access, KeyDecision, KeyLocation,
 };
-use llm_forward_core::config::{ConfigError, FilterConfig};
+use llm_forward_core::config::{ConfigError, FilterConfig, RouteKind};
 use llm_forward_core::routing::route_path;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MetricType, Status};
@@ -195,21 +196,36 @@ impl AccessState {
         write_key(&access.location, &ex.path, secret);
     }
 
-    /// Whether the access checks need the JSON body of this request: a model-checked path and a
-    /// caller whose level restricts models, or a route with model routing.
+    /// Whether the access checks need the body of this request: a model-bearing endpoint and a
+    /// caller whose level restricts models (JSON or form bodies), or a JSON path on a route with
+    /// model routing.
     pub fn needs_body(&self, config: &FilterConfig, ex: &Exchange) -> bool {
-        self.body_path(config, ex)
+        let content_type = ex.request_header("content-type");
+        if self.body_path(config, ex)
             && (self.restricted(ex) || self.rules.routes_models(ex.route))
-            && is_json_content_type(ex.request_header("content-type"))
+            && is_json_content_type(content_type)
+        {
+            return true;
+        }
+        self.restricted(ex)
+            && self.model_source(config, ex) == Some(ModelSource::Body)
+            && is_model_readable_content_type(content_type)
     }
 
-    /// A restricted caller sending a non-JSON body to a model-checked path cannot be checked:
-    /// refused instead of waved through.
-    pub fn unreadable_body(&self, config: &FilterConfig, ex: &Exchange) -> Step {
-        if self.body_path(config, ex)
-            && self.restricted(ex)
-            && !is_json_content_type(ex.request_header("content-type"))
-        {
+    /// Headers phase, for callers whose level restricts models: a model named in the path is
+    /// checked now; a model-bearing request whose model cannot be determined (an unreadable
+    /// path, no body, a body type that names no model) is refused, never forwarded.
+    pub fn check_model_at_headers(
+        &self,
+        config: &FilterConfig,
+        ex: &Exchange,
+        end_of_stream: bool,
+    ) -> Step {
+        if !self.restricted(ex) {
+            return Step::Continue;
+        }
+        let content_type = ex.request_header("content-type");
+        if !end_of_stream && self.body_path(config, ex) && !is_json_content_type(content_type) {
             return Step::Reply(LocalReply::new(
                 400,
                 "This endpoint expects a JSON body (`content-type: application/json`).",
@@ -217,7 +233,68 @@ impl AccessState {
                 "unsupported_content_type",
             ));
         }
-        Step::Continue
+        match self.model_source(config, ex) {
+            None => Step::Continue,
+            Some(ModelSource::Named(model)) => self.check_model(ex, &model),
+            Some(ModelSource::Unknown) => self.undetermined("the path does not name it plainly"),
+            Some(ModelSource::Body) if end_of_stream => {
+                self.undetermined("the request has no body")
+            }
+            Some(ModelSource::Body) if !is_model_readable_content_type(content_type) => {
+                self.undetermined("the body's content-type is not JSON or a form")
+            }
+            Some(ModelSource::Body) => Step::Continue,
+        }
+    }
+
+    /// Where the model of this request is: a model-bearing OpenAI endpoint or path form
+    /// ([`model_of::model_source`]), or a checked JSON path (`model_paths` of general routes).
+    fn model_source(&self, config: &FilterConfig, ex: &Exchange) -> Option<ModelSource> {
+        let route = config.routes.get(ex.route)?;
+        let rel = route_path(&route.prefix, &ex.path);
+        let query = ex
+            .path
+            .split_once('?')
+            .map(|(_, q)| q.split('#').next().unwrap_or(""));
+        let openai = route.kind == RouteKind::Openai;
+        match model_of::model_source(openai, &ex.method, rel, query) {
+            Some(source) => Some(source),
+            None if ex.method == "POST"
+                && self.rules.json_path(ex.route, route.kind, rel).is_some() =>
+            {
+                Some(ModelSource::Body)
+            }
+            None => None,
+        }
+    }
+
+    fn check_model(&self, ex: &Exchange, model: &str) -> Step {
+        match &ex.caller {
+            Some(caller) if !self.rules.model_allowed(caller.level, model) => {
+                bump(self.metrics.model_denied);
+                Step::Reply(LocalReply::new(
+                    403,
+                    format!("The model `{model}` is not allowed for this key."),
+                    "invalid_request_error",
+                    "model_not_allowed",
+                ))
+            }
+            _ => Step::Continue,
+        }
+    }
+
+    /// 403 for a restricted caller whose model could not be determined.
+    fn undetermined(&self, why: &str) -> Step {
+        bump(self.metrics.model_denied);
+        Step::Reply(LocalReply::new(
+            403,
+            format!(
+                "This key may only use some models, and the model of this request could not be \
+                 determined ({why}). Name the model in the request's `model` field."
+            ),
+            "invalid_request_error",
+            "model_not_allowed",
+        ))
     }
 
     fn body_path(&self, config: &FilterConfig, ex: &Exchange) -> bool {
@@ -236,9 +313,20 @@ impl AccessState {
 
     /// Body phase (whole body): parse once into `ex.body`, check the model, route it.
     pub fn on_request_body(&self, config: &FilterConfig, ex: &mut Exchange, bytes: &[u8]) -> Step {
-        // Another feature may have held a multipart body; it is not ours to parse.
-        if !self.body_path(config, ex) || !is_json_content_type(ex.request_header("content-type")) {
-            return Step::Continue;
+        let checked =
+            self.restricted(ex) && self.model_source(config, ex) == Some(ModelSource::Body);
+        let content_type = ex.request_header("content-type");
+        if !self.body_path(config, ex) || !is_json_content_type(content_type) {
+            if !checked {
+                // Another feature may have held a multipart body; it is not ours to parse.
+                return Step::Continue;
+            }
+            // Model-bearing endpoints the filter does not otherwise read (responses, images,
+            // audio uploads…): only the model is read, nothing is kept.
+            return match model_of::body_model(content_type, bytes) {
+                Ok(model) => self.check_model(ex, &model),
+                Err(e) => self.undetermined(&e.to_string()),
+            };
         }
         let body = match parse_body(bytes) {
             Ok(b) => b,
@@ -255,6 +343,9 @@ impl AccessState {
         ex.stream = body.stream;
         ex.body = Some(body.json);
         let Some(model) = body.model else {
+            if checked {
+                return self.undetermined(&model_of::ModelError::Missing.to_string());
+            }
             return Step::Continue;
         };
         if let Some(caller) = &ex.caller {
@@ -443,5 +534,22 @@ pub fn write_back_body(ex: &mut Exchange, original_size: usize) {
     {
         host::set_request_header("content-length", Some(&bytes.len().to_string()));
         ex.body_changed = false;
+    }
+}
+
+/// Bodies the model of a restricted caller can be read from: JSON (or no type) and forms.
+fn is_model_readable_content_type(content_type: Option<&str>) -> bool {
+    let essence = content_type
+        .and_then(|c| c.split(';').next())
+        .map(|c| c.trim().to_ascii_lowercase());
+    match essence.as_deref() {
+        None | Some("") => true,
+        Some(e) => {
+            e == "application/json"
+                || e == "text/json"
+                || e.ends_with("+json")
+                || e == "multipart/form-data"
+                || e == "application/x-www-form-urlencoded"
+        }
     }
 }

@@ -165,8 +165,11 @@ impl HttpContext for RequestFilter {
         }
         self.cache = crate::cache::CacheRequest::start(&self.plugin, &ex);
         let needs_body = !end_of_stream && self.needs_body(&ex);
-        if step == Step::Continue && !end_of_stream {
-            step = self.plugin.access.unreadable_body(&self.plugin.config, &ex);
+        if step == Step::Continue {
+            step =
+                self.plugin
+                    .access
+                    .check_model_at_headers(&self.plugin.config, &ex, end_of_stream);
         }
         self.chatlog = self
             .plugin

@@ -357,7 +357,8 @@ fn general_routes_swap_keys_in_their_header_or_query_parameter() {
     // Azure's api-key header; the Gemini-only key is never used here.
     for _ in 0..3 {
         let resp = client()
-            .post(gw.url("/azure/openai/deployments/x/echo"))
+            // The deployment names the model: one level 1 may use.
+            .post(gw.url("/azure/openai/deployments/gpt-4o-mini/echo"))
             .header("api-key", "fk-alice")
             .body("{}")
             .send()
@@ -816,4 +817,164 @@ fn file_secrets_reach_envoy_through_run_and_the_banner_counts_keys() {
     assert!(!out.contains(secret), "{out}");
     let access_log = std::fs::read_to_string(dir.0.join("logs/access.log")).unwrap_or_default();
     assert!(!access_log.contains(secret));
+}
+
+/// Model permission fails closed: every endpoint whose body, form or path names a model is
+/// checked for restricted levels (alice: gpt-4o-mini and gpt-3.5*), and a request whose model
+/// cannot be determined is refused. None of the refused requests reach the upstream.
+#[test]
+fn restricted_levels_are_checked_on_every_model_bearing_endpoint() {
+    let upstream = mock();
+    let mut c = keyed_config(&upstream.base_url());
+    c.routes.push(RouteConfig::new(
+        "/gemini",
+        &upstream.base_url(),
+        RouteKind::General,
+    ));
+    let gw = Gateway::start(c);
+    let post = |path: &str, key: &str, content_type: &str, body: Vec<u8>| {
+        let resp = client()
+            .post(gw.url(path))
+            .bearer_auth(key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.bytes().unwrap().to_vec())
+    };
+    let json_body = |v: Value| serde_json::to_vec(&v).unwrap();
+    let multipart = |model: &str| {
+        format!(
+            "--b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp3\"\r\n\
+             Content-Type: audio/mpeg\r\n\r\nID3-not-really-audio\r\n--b0undary\r\n\
+             Content-Disposition: form-data; name=\"model\"\r\n\r\n{model}\r\n--b0undary--\r\n"
+        )
+        .into_bytes()
+    };
+    const MP: &str = "multipart/form-data; boundary=b0undary";
+    const JS: &str = "application/json";
+    let refused: Vec<(&str, &str, Vec<u8>)> = vec![
+        // The Responses API, images, moderations: the JSON `model`.
+        (
+            "/v1/responses",
+            JS,
+            json_body(json!({"model": "gpt-4o", "input": "hi"})),
+        ),
+        (
+            "/v1/images/generations",
+            JS,
+            json_body(json!({"model": "dall-e-3", "prompt": "a cat"})),
+        ),
+        (
+            "/v1/moderations",
+            JS,
+            json_body(json!({"model": "omni-moderation-latest", "input": "x"})),
+        ),
+        // Audio uploads: the multipart `model` field.
+        ("/v1/audio/transcriptions", MP, multipart("whisper-1")),
+        // Azure and Gemini name the model in the path.
+        (
+            "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+            JS,
+            json_body(json!({"messages": []})),
+        ),
+        (
+            "/gemini/v1beta/models/gemini-1.5-pro:generateContent",
+            JS,
+            json_body(json!({"contents": []})),
+        ),
+        // The model cannot be determined: unparsable, missing, two fields, a type naming none.
+        ("/v1/responses", JS, b"{not json".to_vec()),
+        ("/v1/responses", JS, json_body(json!({"input": "no model"}))),
+        (
+            "/v1/responses",
+            JS,
+            br#"{"model":"gpt-4o-mini","model":"gpt-4o","input":"x"}"#.to_vec(),
+        ),
+        ("/v1/responses", "text/plain", b"gpt-4o".to_vec()),
+        ("/v1/audio/transcriptions", MP, {
+            let mut two = multipart("gpt-4o-mini");
+            two.truncate(two.len() - "--b0undary--\r\n".len());
+            two.extend_from_slice(
+                b"--b0undary\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\ngpt-4o\r\n--b0undary--\r\n",
+            );
+            two
+        }),
+        // Batches carry their model inside an uploaded file.
+        (
+            "/v1/batches",
+            JS,
+            json_body(json!({"input_file_id": "file-1", "endpoint": "/v1/chat/completions"})),
+        ),
+    ];
+    for (path, ct, body) in &refused {
+        let (status, reply) = post(path, "fk-alice", ct, body.clone());
+        assert_eq!(
+            status,
+            403,
+            "{path} {ct}: {}",
+            String::from_utf8_lossy(&reply)
+        );
+        let (_, code) = openai_error(&reply);
+        assert_eq!(code, "model_not_allowed", "{path}");
+    }
+    // Dot segments could make the upstream read another deployment than the one checked.
+    let mut raw = RawConnection::connect(gw.addr());
+    let resp = raw.request(
+        "POST",
+        "/openai/deployments/gpt-4o-mini/../gpt-4o/chat/completions",
+        &[
+            ("authorization", "Bearer fk-alice"),
+            ("content-type", "application/json"),
+        ],
+        br#"{"messages":[]}"#,
+    );
+    assert_eq!(resp.status, 403);
+    // A restricted POST without a body names no model.
+    let resp = client()
+        .post(gw.url("/v1/responses"))
+        .bearer_auth("fk-alice")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(upstream.request_count(), 0, "nothing refused went upstream");
+
+    // Allowed models pass, on each form, bodies intact.
+    let allowed: Vec<(&str, &str, Vec<u8>)> = vec![
+        (
+            "/v1/responses",
+            JS,
+            json_body(json!({"model": "gpt-4o-mini", "input": "hi"})),
+        ),
+        ("/v1/audio/transcriptions", MP, multipart("gpt-4o-mini")),
+        (
+            "/openai/deployments/gpt-4o-mini/chat/completions",
+            JS,
+            json_body(json!({"messages": []})),
+        ),
+        (
+            "/gemini/v1beta/models/gpt-3.5-turbo:generateContent",
+            JS,
+            json_body(json!({"contents": []})),
+        ),
+    ];
+    for (i, (path, ct, body)) in allowed.iter().enumerate() {
+        let (status, reply) = post(path, "fk-alice", ct, body.clone());
+        assert_ne!(status, 403, "{path}: {}", String::from_utf8_lossy(&reply));
+        let seen = upstream.requests();
+        assert_eq!(seen.len(), i + 1, "{path} went upstream");
+        assert_eq!(&seen[i].body, body, "{path}: body forwarded as sent");
+        let auth = seen[i].header("authorization").unwrap_or("");
+        assert!(
+            [SK_A, SK_B].iter().any(|k| auth == format!("Bearer {k}")),
+            "{path}: the pooled key, got {auth}"
+        );
+    }
+    // Level 0 may use every model, whatever the form.
+    for (path, ct, body) in &refused[..6] {
+        let (status, _) = post(path, "fk-admin", ct, body.clone());
+        assert_ne!(status, 403, "{path}");
+    }
+    assert_eq!(upstream.request_count(), allowed.len() + 6);
 }
