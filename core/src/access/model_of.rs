@@ -251,7 +251,11 @@ pub fn json_model(body: &[u8]) -> Result<String, ModelError> {
             Ok(found.unwrap_or(Err(ModelError::Missing)))
         }
     }
-    let mut de = serde_json::Deserializer::from_slice(body);
+    // Skipped values are not checked for UTF-8 by serde_json: check the whole body, so what is
+    // accepted here is exactly what a full JSON parse accepts.
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ModelError::Unreadable("the body is not UTF-8 JSON"))?;
+    let mut de = serde_json::Deserializer::from_str(text);
     let found = (&mut de)
         .deserialize_map(Probe)
         .map_err(|_| ModelError::Unreadable("the body is not a JSON object"))?;
