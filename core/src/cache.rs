@@ -21,6 +21,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub mod hot;
+pub mod scope;
+
+pub use scope::{credential_digest, credential_material, scope_for, CacheCaller};
 
 /// The Envoy cluster the filter calls for lookups and stores.
 pub const CACHE_CLUSTER: &str = "llm_forward_cache";
@@ -452,19 +455,6 @@ pub fn plan(
         (Directive::Refresh, _) => Plan::Store,
         (_, true) => Plan::Lookup,
         (_, false) => Plan::Bypass,
-    }
-}
-
-/// The scope of a request's key: from the caller's level and key name (both absent without
-/// forward keys, where every client is the same tenant).
-pub fn scope_for(mode: ScopeMode, level: Option<u32>, key_name: Option<&str>) -> CacheScope {
-    match mode {
-        ScopeMode::Shared => CacheScope::Shared,
-        ScopeMode::Level => CacheScope::Level(level.unwrap_or(0)),
-        ScopeMode::Key => match key_name {
-            Some(name) => CacheScope::Key(name.to_string()),
-            None => CacheScope::Level(level.unwrap_or(0)),
-        },
     }
 }
 

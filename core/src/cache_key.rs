@@ -88,15 +88,23 @@ pub enum CacheScope {
     Level(u32),
     /// One forward key, named by its configured **name**, never by the secret itself.
     Key(String),
+    /// A caller the gateway did not authenticate (no forward keys, or let through by
+    /// `pass_through_unknown_keys`): a keyed hash of the credential it sent, never the credential.
+    Credential(String),
+    /// A caller that sent no credential at all: shares only with other such callers.
+    Anonymous,
 }
 
 impl fmt::Display for CacheScope {
-    /// `shared`, `level:<n>`, `key:<name>`: the form hashed into the key.
+    /// `shared`, `level:<n>`, `key:<name>`, `cred:<digest>`, `anonymous`: the form hashed into
+    /// the key.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CacheScope::Shared => write!(f, "shared"),
             CacheScope::Level(n) => write!(f, "level:{n}"),
             CacheScope::Key(name) => write!(f, "key:{name}"),
+            CacheScope::Credential(digest) => write!(f, "cred:{digest}"),
+            CacheScope::Anonymous => write!(f, "anonymous"),
         }
     }
 }

@@ -13,15 +13,16 @@
 //!   shared queue, and the root dispatches the `PUT` on its next tick. A call made by the HTTP
 //!   context would be cancelled by Envoy when the client's stream ends; the root outlives it.
 
-use crate::exchange::{Exchange, Step};
+use crate::exchange::{Caller, Exchange, Step};
 use crate::host;
 use crate::root::Plugin;
-use llm_forward_core::access::is_json_content_type;
+use llm_forward_core::access::{is_json_content_type, KeyLocation};
 use llm_forward_core::cache::{
-    self as core_cache, Directive, Entry, FilterCache, Keying, Plan, Replay, CACHE_CLUSTER,
-    CONTROL_HEADER, SOURCE_HEADER, STATUS_HEADER, TTL_HEADER,
+    self as core_cache, credential_digest, credential_material, CacheCaller, Directive, Entry,
+    FilterCache, Keying, Plan, Replay, CACHE_CLUSTER, CONTROL_HEADER, SOURCE_HEADER, STATUS_HEADER,
+    TTL_HEADER,
 };
-use llm_forward_core::cache_key::{self, CachingField};
+use llm_forward_core::cache_key::{self, CacheScope, CachingField};
 use llm_forward_core::config::FilterConfig;
 use llm_forward_core::routing::route_path;
 use proxy_wasm::hostcalls;
@@ -34,6 +35,8 @@ use std::time::Duration;
 pub const FLUSH_PERIOD: Duration = Duration::from_millis(20);
 /// Stores waiting for the root; beyond this the oldest is dropped (counted as an error).
 const MAX_QUEUED: usize = 256;
+/// Shared-data key of the secret that keys credential scopes (see `CacheShared::scope_secret`).
+const SCOPE_SECRET_KEY: &str = "llm_forward.cache.scope_secret";
 /// Timeout of a store call (off the request path).
 const STORE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -87,6 +90,26 @@ impl CacheShared {
             bypass: counter("llm_forward.cache.bypass_total"),
             store: counter("llm_forward.cache.store_total"),
             ..CacheShared::default()
+        }
+    }
+
+    /// The per-deployment secret that keys credential scopes: 32 random bytes in shared data,
+    /// made by the first worker that needs it (WASI `random_get`). Read on each use rather than
+    /// kept per worker: when two workers race to create it, the last write wins and every worker
+    /// reads that one from then on. `None` when no randomness or shared data is available: such
+    /// callers are then not cached at all (never a guessable scope).
+    fn scope_secret(&self) -> Option<Vec<u8>> {
+        if let Ok((Some(v), _)) = hostcalls::get_shared_data(SCOPE_SECRET_KEY) {
+            if v.len() == 32 {
+                return Some(v);
+            }
+        }
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh).ok()?;
+        hostcalls::set_shared_data(SCOPE_SECRET_KEY, Some(&fresh), None).ok()?;
+        match hostcalls::get_shared_data(SCOPE_SECRET_KEY) {
+            Ok((Some(v), _)) if v.len() == 32 => Some(v),
+            _ => None,
         }
     }
 
@@ -223,11 +246,6 @@ impl CacheRequest {
         let Some(route) = plugin.config.routes.get(ex.route) else {
             return Step::Continue;
         };
-        let scope = core_cache::scope_for(
-            cache.scope,
-            ex.caller.as_ref().map(|c| c.level),
-            ex.caller.as_ref().and_then(|c| c.key_name.as_deref()),
-        );
         if self.strip_only {
             if cache_key::caching_field_present(body) == Some(true) {
                 if ex.body.is_none() {
@@ -279,7 +297,13 @@ impl CacheRequest {
                     .get("model")
                     .and_then(|m| m.as_str())
                     .map(str::to_string);
-                core_cache::json_key(api, &scope, &route.prefix, json)
+                // Computed only now: a bypassed request never hashes its credential.
+                let Some(scope) = scope_of(plugin, cache, ex) else {
+                    return self.bypass(plugin, ex);
+                };
+                ex.body
+                    .as_ref()
+                    .and_then(|json| core_cache::json_key(api, &scope, &route.prefix, json))
             }
             Keying::Raw => {
                 self.plan =
@@ -287,6 +311,9 @@ impl CacheRequest {
                 if self.plan == Plan::Bypass {
                     return self.bypass(plugin, ex);
                 }
+                let Some(scope) = scope_of(plugin, cache, ex) else {
+                    return self.bypass(plugin, ex);
+                };
                 Some(cache_key::general_cache_key(
                     &scope,
                     &route.prefix,
@@ -549,4 +576,33 @@ impl CacheRequest {
             plugin.cache.enqueue(PendingStore { key, value });
         }
     }
+}
+
+/// The cache scope of a request: by the forward key for authenticated callers, by a keyed hash of
+/// the credential they sent for everyone else (`llm_forward_core::cache::scope`). `None` when the
+/// credential cannot be hashed (no secret): the request is then not cached.
+fn scope_of(plugin: &Plugin, cache: &FilterCache, ex: &Exchange) -> Option<CacheScope> {
+    if let Some(Caller {
+        level,
+        key_name: Some(name),
+    }) = ex.caller.as_ref()
+    {
+        let caller = CacheCaller::Forward {
+            level: *level,
+            key_name: name,
+        };
+        return Some(core_cache::scope_for(cache.scope, caller));
+    }
+    let query_name = match plugin.access.rules.route(ex.route).map(|r| &r.location) {
+        Some(KeyLocation::Query(name)) => Some(name.as_str()),
+        _ => None,
+    };
+    let digest = match credential_material(&ex.request_headers, &ex.path, query_name) {
+        Some(material) => Some(credential_digest(&plugin.cache.scope_secret()?, &material)),
+        None => None,
+    };
+    let caller = CacheCaller::Unauthenticated {
+        credential: digest.as_deref(),
+    };
+    Some(core_cache::scope_for(cache.scope, caller))
 }

@@ -873,3 +873,109 @@ fn prefixed_routes_to_v1_base_urls_cache_and_strip_the_caching_field() {
         assert!(body.get("caching").is_none(), "{} got {body}", req.path);
     }
 }
+
+/// Without forward keys the upstream, not the gateway, checks who a client is: an answer stored
+/// for one client's key must not reach a client with another (or a made-up) key. Same for callers
+/// let through by `pass_through_unknown_keys`. Callers without any credential share only among
+/// themselves.
+#[test]
+fn callers_without_a_forward_key_are_scoped_by_their_own_credential() {
+    use llm_forward_core::access::{ForwardKeyConfig, UpstreamKeyConfig};
+    let dir = TempDir::new("cache-cred");
+    let cache = start_cache(&service_config(CacheBackend::Memory, &dir), 0);
+    let port = cache.tcp_addr().unwrap().port();
+    let (up, gen) = (mock(), mock());
+    let gw = Gateway::start(cache_config(&up, &gen, port));
+    let bearer = |k: &str| format!("Bearer {k}");
+    let q = with(question(1), json!({"caching": true}));
+    let a = send(
+        &gw,
+        "/v1/chat/completions",
+        &[("authorization", &bearer("sk-client-a"))],
+        &q,
+    );
+    assert_eq!((a.status, a.x_cache.as_str()), (200, "MISS"), "{}", a.body);
+    wait_stores(port, 1);
+    let again = send(
+        &gw,
+        "/v1/chat/completions",
+        &[("authorization", &bearer("sk-client-a"))],
+        &q,
+    );
+    assert_eq!(again.x_cache, "HIT", "the same credential reads its entry");
+    let junk = send(
+        &gw,
+        "/v1/chat/completions",
+        &[("authorization", &bearer("junk-key"))],
+        &q,
+    );
+    assert_eq!(junk.x_cache, "MISS", "another key never reads it");
+    assert_eq!(
+        up.request_count(),
+        2,
+        "the junk key's request reached the upstream"
+    );
+    assert_eq!(
+        up.requests()[1].header("authorization"),
+        Some("Bearer junk-key"),
+        "the upstream checks the key itself"
+    );
+    // No credential at all: not the keyed entries either.
+    let anon = send(&gw, "/v1/chat/completions", &[], &q);
+    assert_eq!(anon.x_cache, "MISS");
+    assert_eq!(up.request_count(), 3);
+    // The anonymous answer is stored too (in its own scope).
+    wait_stores(port, 3);
+    drop(gw);
+
+    // pass_through_unknown_keys: unknown keys are scoped by themselves, never as level 0.
+    let mut c = cache_config(&up, &gen, port);
+    c.keys.upstream = vec![UpstreamKeyConfig {
+        key: Some("sk-upstream-pass-through".into()),
+        file: None,
+        levels: vec![0],
+        routes: Vec::new(),
+    }];
+    c.keys.forward = vec![ForwardKeyConfig {
+        name: Some("admin".into()),
+        key: "fk-cache-admin".into(),
+        level: 0,
+    }];
+    c.routes[0].pass_through_unknown_keys = true;
+    let gw = Gateway::start(c);
+    let before = up.request_count();
+    let q2 = with(question(2), json!({"caching": true}));
+    let stranger = send(
+        &gw,
+        "/v1/chat/completions",
+        &[("authorization", &bearer("sk-own-1"))],
+        &q2,
+    );
+    assert_eq!(stranger.x_cache, "MISS");
+    wait_stores(port, 4);
+    let other = send(
+        &gw,
+        "/v1/chat/completions",
+        &[("authorization", &bearer("sk-own-2"))],
+        &q2,
+    );
+    assert_eq!(
+        other.x_cache, "MISS",
+        "another unknown key does not read it"
+    );
+    let admin = send(
+        &gw,
+        "/v1/chat/completions",
+        &[("authorization", &bearer("fk-cache-admin"))],
+        &q2,
+    );
+    assert_eq!(admin.x_cache, "MISS", "nor does level 0");
+    assert_eq!(up.request_count(), before + 3);
+    let same = send(
+        &gw,
+        "/v1/chat/completions",
+        &[("authorization", &bearer("sk-own-1"))],
+        &q2,
+    );
+    assert_eq!(same.x_cache, "HIT");
+}

@@ -176,25 +176,25 @@ fn plan_combines_header_field_and_default() {
 fn scopes_separate_levels_and_keys() {
     let body = json!({"model":"m","messages":[{"role":"user","content":"hi"}]});
     let key = |s: CacheScope| json_key(ApiKind::Chat, &s, "/", &body).unwrap();
-    let l1 = key(scope_for(ScopeMode::Level, Some(1), Some("alice")));
-    let l1b = key(scope_for(ScopeMode::Level, Some(1), Some("bob")));
-    let l2 = key(scope_for(ScopeMode::Level, Some(2), Some("carol")));
+    let fwd = |level: u32, key_name: &'static str| CacheCaller::Forward { level, key_name };
+    let l1 = key(scope_for(ScopeMode::Level, fwd(1, "alice")));
+    let l1b = key(scope_for(ScopeMode::Level, fwd(1, "bob")));
+    let l2 = key(scope_for(ScopeMode::Level, fwd(2, "carol")));
     assert_eq!(l1, l1b, "same level shares under the default scope");
     assert_ne!(l1, l2, "different levels never share");
-    let a = key(scope_for(ScopeMode::Key, Some(1), Some("alice")));
-    let b = key(scope_for(ScopeMode::Key, Some(1), Some("bob")));
+    let a = key(scope_for(ScopeMode::Key, fwd(1, "alice")));
+    let b = key(scope_for(ScopeMode::Key, fwd(1, "bob")));
     assert_ne!(a, b);
     assert_eq!(
-        key(scope_for(ScopeMode::Shared, Some(1), None)),
-        key(scope_for(ScopeMode::Shared, Some(2), None))
+        key(scope_for(ScopeMode::Shared, fwd(1, "alice"))),
+        key(scope_for(ScopeMode::Shared, fwd(2, "carol")))
     );
-    assert_eq!(
-        scope_for(ScopeMode::Level, None, None),
-        CacheScope::Level(0)
-    );
-    assert_eq!(
-        scope_for(ScopeMode::Key, Some(3), None),
-        CacheScope::Level(3)
+    // Callers without a forward key never land in a level or shared scope.
+    let anon = CacheCaller::Unauthenticated { credential: None };
+    assert_eq!(scope_for(ScopeMode::Shared, anon), CacheScope::Anonymous);
+    assert_ne!(
+        key(scope_for(ScopeMode::Level, anon)),
+        key(CacheScope::Level(0))
     );
 }
 
