@@ -216,7 +216,7 @@ impl CacheConfig {
     /// OpenAI-Forward's environment names: `CACHE_BACKEND` (`MEMORY`, `LMDB`, `LevelDB`, plus
     /// `disk`, `redis`), `CACHE_OPENAI`, `CACHE_GENERAL`, `CACHE_ROUTES` (JSON list),
     /// `DEFAULT_REQUEST_CACHING_VALUE`, and ours: `CACHE_TTL_SECONDS`, `CACHE_REDIS_URL`,
-    /// `CACHE_PATH`, `CACHE_PORT`, `CACHE_SCOPE`.
+    /// `CACHE_PATH`, `CACHE_PORT`, `CACHE_SCOPE`, `CACHE_TIMEOUT_MS`.
     pub fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         fn boolean(name: &str, v: &str) -> Result<bool, ConfigError> {
             match v.trim().to_ascii_lowercase().as_str() {
@@ -267,6 +267,9 @@ impl CacheConfig {
         }
         if let Some(v) = env("CACHE_TTL_SECONDS") {
             self.ttl_seconds = number("CACHE_TTL_SECONDS", &v)?;
+        }
+        if let Some(v) = env("CACHE_TIMEOUT_MS") {
+            self.timeout_ms = number("CACHE_TIMEOUT_MS", &v)?;
         }
         if let Some(v) = env("CACHE_PORT") {
             self.port = number("CACHE_PORT", &v)?;
