@@ -188,6 +188,22 @@ pub struct ServerConfig {
     pub xff_num_trusted_hops: u32,
     /// Which web pages may call the gateway from a browser.
     pub cors: CorsConfig,
+    /// Per Envoy worker (one wasm VM each): bytes of request bodies the filter holds, their parsed
+    /// form (estimated) and paced-stream queues. Beyond it a body that must be read (model check,
+    /// model routing) gets 413 and optional reading (cache, logs, usage injection) is skipped;
+    /// a paced stream that would pass it is released unpaced.
+    pub worker_memory_budget_bytes: u64,
+}
+
+/// Default of `server.worker_memory_budget_bytes`: 64 MiB per worker.
+pub const DEFAULT_WORKER_MEMORY_BUDGET: u64 = 64 * 1024 * 1024;
+
+fn default_memory_budget() -> u64 {
+    DEFAULT_WORKER_MEMORY_BUDGET
+}
+
+fn is_default_memory_budget(v: &u64) -> bool {
+    *v == DEFAULT_WORKER_MEMORY_BUDGET
 }
 
 /// `server.cors`: browser access from other origins.
@@ -250,6 +266,7 @@ impl Default for ServerConfig {
             buffer_limit_bytes: 32 * 1024 * 1024,
             xff_num_trusted_hops: 0,
             cors: CorsConfig::default(),
+            worker_memory_budget_bytes: DEFAULT_WORKER_MEMORY_BUDGET,
         }
     }
 }
@@ -434,6 +451,13 @@ impl Config {
                 "must be at least 65536",
             ));
         }
+        if !(1024 * 1024..=2 * 1024 * 1024 * 1024).contains(&self.server.worker_memory_budget_bytes)
+        {
+            errors.push(ConfigError::new(
+                "server.worker_memory_budget_bytes",
+                "must be 1048576 (1 MiB) to 2147483648 (2 GiB)",
+            ));
+        }
         if self.routes.is_empty() {
             errors.push(ConfigError::new("routes", "at least one route is required"));
         }
@@ -550,6 +574,12 @@ pub struct FilterConfig {
         skip_serializing_if = "crate::limits::config::LimitsConfig::is_empty"
     )]
     pub limits: crate::limits::config::LimitsConfig,
+    /// `server.worker_memory_budget_bytes`.
+    #[serde(
+        default = "default_memory_budget",
+        skip_serializing_if = "is_default_memory_budget"
+    )]
+    pub memory_budget_bytes: u64,
 }
 
 /// The filter's part of [`LoggingConfig`], with per-route privacy resolved.
@@ -626,6 +656,7 @@ impl FilterConfig {
             access: crate::access::AccessConfig::from_config(&config.raw),
             cache: crate::cache::FilterCache::from_config(&config.raw.cache),
             limits: config.raw.limits.clone().normalized(),
+            memory_budget_bytes: config.raw.server.worker_memory_budget_bytes,
         }
     }
 

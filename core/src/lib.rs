@@ -12,6 +12,7 @@ pub mod cidr;
 pub mod config;
 pub mod errors;
 pub mod limits;
+pub mod memory;
 pub mod models;
 pub mod routing;
 pub mod secret;

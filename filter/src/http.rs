@@ -9,6 +9,7 @@
 use crate::chatlog::ChatLog;
 use crate::exchange::{Exchange, LocalReply, Step};
 use crate::host;
+use crate::memory::Use;
 use crate::root::Plugin;
 use llm_forward_core::routing::match_route;
 use proxy_wasm::hostcalls;
@@ -30,6 +31,9 @@ pub struct RequestFilter {
     limits: Option<crate::limiter::LimitRequest>,
     /// Envoy's id of this context (the root's tick resumes paced streams by it).
     context_id: u32,
+    /// The held body must be read (model check or routing): past the memory budget it is 413,
+    /// not forwarded unread.
+    body_required: bool,
 }
 
 impl RequestFilter {
@@ -42,6 +46,7 @@ impl RequestFilter {
             cache: None,
             limits: None,
             context_id: 0,
+            body_required: false,
         }
     }
 
@@ -86,6 +91,21 @@ impl RequestFilter {
         self.plugin.access.needs_body(&self.plugin.config, ex)
             || self.cache.as_ref().is_some_and(|c| c.needs_body())
             || self.limits.as_ref().is_some_and(|l| l.needs_body(ex))
+    }
+
+    /// The held body does not fit the worker's memory budget (`crate::memory`): 413 when it must
+    /// be read, otherwise it flows on unread (the cache and usage injection skip this request).
+    fn over_budget(&mut self) -> Action {
+        self.reading_body = false;
+        if self.body_required {
+            return self.reply(too_large());
+        }
+        self.cache = None;
+        self.plugin
+            .memory
+            .reserve(self.context_id, Use::RequestBody, 0);
+        self.forward();
+        Action::Continue
     }
 
     /// The cache's turn at the end of the request (after access and logs saw the body): it removes
@@ -171,6 +191,25 @@ impl HttpContext for RequestFilter {
                     .access
                     .check_model_at_headers(&self.plugin.config, &ex, end_of_stream);
         }
+        self.body_required = needs_body && self.plugin.access.needs_body(&self.plugin.config, &ex);
+        let mut needs_body = needs_body;
+        // A declared body that cannot fit the worker's memory budget is refused or not held.
+        let declared = host::header(&ex.request_headers, "content-length")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let memory = &self.plugin.memory;
+        if needs_body
+            && step == Step::Continue
+            && !memory.fits(self.context_id, Use::RequestBody, declared)
+        {
+            memory.count_refusal();
+            if self.body_required {
+                step = Step::Reply(too_large());
+            } else {
+                needs_body = false;
+                self.cache = None;
+            }
+        }
         self.chatlog = self
             .plugin
             .config
@@ -201,6 +240,11 @@ impl HttpContext for RequestFilter {
             }
             return Action::Continue;
         }
+        let plugin = Rc::clone(&self.plugin);
+        let memory = &plugin.memory;
+        if !memory.reserve(self.context_id, Use::RequestBody, body_size as u64) {
+            return self.over_budget();
+        }
         if !end_of_stream {
             return Action::Pause;
         }
@@ -209,6 +253,20 @@ impl HttpContext for RequestFilter {
             .ok()
             .flatten()
             .unwrap_or_default();
+        // The features below may parse the body into a `Value`, which can cost many times its
+        // size (`[0,0,…]`): reserved before any parse.
+        let json = self.exchange.as_ref().is_some_and(|ex| {
+            llm_forward_core::access::is_json_content_type(ex.request_header("content-type"))
+        });
+        let parse_cost = if json {
+            llm_forward_core::memory::json_parse_cost(&_body)
+        } else {
+            0
+        };
+        let held = (body_size as u64).saturating_add(parse_cost);
+        if !memory.reserve(self.context_id, Use::RequestBody, held) {
+            return self.over_budget();
+        }
         // Parses the JSON body once into `Exchange::body`, checks and routes the model.
         if let Some(ex) = self.exchange.as_mut() {
             let step = self
@@ -230,6 +288,12 @@ impl HttpContext for RequestFilter {
         let waiting = self.cache_request_end(&_body);
         if let Some(ex) = self.exchange.as_mut() {
             crate::access::write_back_body(ex, body_size);
+            // Only the chat record reads the parsed body later; otherwise it goes now.
+            if self.chatlog.is_none() {
+                ex.body = None;
+            }
+            let kept = if ex.body.is_some() { parse_cost } else { 0 };
+            memory.reserve(self.context_id, Use::RequestBody, kept);
         }
         if waiting {
             // Resumed (or answered) when the cache lookup returns.
@@ -316,5 +380,23 @@ impl HttpContext for RequestFilter {
         if let (Some(limits), Some(ex)) = (self.limits.as_mut(), self.exchange.as_mut()) {
             limits.on_log(&self.plugin, ex);
         }
+    }
+}
+
+/// 413 for a body the worker cannot hold now (`crate::memory`).
+fn too_large() -> LocalReply {
+    LocalReply::new(
+        413,
+        "The gateway is holding too many large request bodies right now; retry shortly or send a \
+         smaller body.",
+        "invalid_request_error",
+        "request_too_large",
+    )
+}
+
+impl Drop for RequestFilter {
+    /// Whatever this request held counts against the worker's budget no more.
+    fn drop(&mut self) {
+        self.plugin.memory.release(self.context_id);
     }
 }

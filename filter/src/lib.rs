@@ -14,6 +14,7 @@ pub mod host;
 pub mod hot_cache;
 pub mod http;
 pub mod limiter;
+pub mod memory;
 pub mod metrics;
 pub mod root;
 

@@ -15,6 +15,7 @@
 
 use crate::exchange::{Exchange, LocalReply, Step};
 use crate::host;
+use crate::memory::Use;
 use crate::root::Plugin;
 use llm_forward_core::answer::{from_json_body, Answer, ApiKind, StreamExtractor};
 use llm_forward_core::config::{FilterConfig, RouteKind};
@@ -81,6 +82,8 @@ struct Paced {
     /// The upstream finished: one release is left, so everything goes at `wake_ms`.
     ended: bool,
     wake_ms: u64,
+    /// Bytes in `queue` and `ready`, counted against the worker's memory budget.
+    held: usize,
 }
 
 impl Paced {
@@ -216,6 +219,7 @@ impl LimitsShared {
                         continue;
                     }
                     p.paused = false;
+                    p.held = p.held.saturating_sub(p.ready.len());
                     releases.push((*id, std::mem::take(&mut p.ready), false));
                 }
             }
@@ -608,7 +612,20 @@ impl LimitRequest {
             interval_ms: interval,
             ..Paced::default()
         });
+        p.held = p.held.saturating_add(events.iter().map(Vec::len).sum());
         p.queue.extend(events);
+        // Past the worker's memory budget the stream is released unpaced (counted there).
+        let fits = plugin
+            .memory
+            .reserve(self.context_id, Use::PacedQueue, p.held as u64);
+        if !fits {
+            let mut out = std::mem::take(&mut p.ready);
+            out.extend(p.queue.drain(..).flatten());
+            registry.remove(&self.context_id);
+            self.pacing = false;
+            let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, &out);
+            return Action::Continue;
+        }
         let now = host::now_ms();
         p.take_due(now);
         if end_of_stream {
@@ -617,6 +634,7 @@ impl LimitRequest {
         if p.queue.is_empty() {
             // Nothing waits: send what is due now (this also continues a held stream).
             p.paused = false;
+            p.held = p.held.saturating_sub(p.ready.len());
             let out = std::mem::take(&mut p.ready);
             if end_of_stream {
                 registry.remove(&self.context_id);

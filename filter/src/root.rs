@@ -24,6 +24,8 @@ pub struct Plugin {
     pub limits: crate::limiter::LimitsShared,
     /// Filter-state key of each route's chat record (`llm_forward_log.<route>`), built once.
     pub log_keys: Vec<String>,
+    /// Bytes of held bodies and paced queues this worker may keep (`crate::memory`).
+    pub memory: crate::memory::MemoryBudget,
 }
 
 #[derive(Default)]
@@ -84,7 +86,9 @@ impl RootContext for FilterRoot {
                     // cache queue more often.
                     let _ = hostcalls::set_tick_period(crate::limiter::TICK);
                 }
+                let memory = crate::memory::MemoryBudget::configure(config.memory_budget_bytes);
                 self.plugin = Some(Rc::new(Plugin {
+                    memory,
                     config,
                     metrics,
                     usage: Default::default(),

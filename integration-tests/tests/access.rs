@@ -978,3 +978,38 @@ fn restricted_levels_are_checked_on_every_model_bearing_endpoint() {
     }
     assert_eq!(upstream.request_count(), allowed.len() + 6);
 }
+
+/// A body the model check must read but the worker's memory budget cannot hold is refused with an
+/// OpenAI-shaped 413, never forwarded unchecked; a key that needs no check streams it through.
+#[test]
+fn a_body_past_the_worker_memory_budget_is_413_for_a_restricted_key() {
+    let upstream = mock();
+    let mut c = keyed_config(&upstream.base_url());
+    c.server.worker_memory_budget_bytes = 1024 * 1024;
+    let gw = Gateway::start(c);
+    let big = chat("gpt-4o");
+    let mut big = big;
+    big["messages"][0]["content"] = json!("x".repeat(1536 * 1024));
+    let resp = post_chat(&gw, Some("fk-alice"), &big);
+    assert_eq!(resp.status(), 413);
+    let (_, code) = openai_error(&resp.bytes().unwrap());
+    assert_eq!(code, "request_too_large");
+    assert_eq!(upstream.request_count(), 0, "never forwarded unchecked");
+    // Level 0: nothing needs the body, it is not held.
+    let resp = post_chat(&gw, Some("fk-admin"), &big);
+    assert_eq!(resp.status(), 200);
+    assert_eq!(upstream.request_count(), 1);
+    // Small bodies are still checked and served.
+    assert_eq!(
+        post_chat(&gw, Some("fk-alice"), &chat("gpt-4o")).status(),
+        403
+    );
+    assert_eq!(
+        post_chat(&gw, Some("fk-alice"), &chat("gpt-4o-mini")).status(),
+        200
+    );
+    assert_eq!(
+        gw.stat("wasmcustom.llm_forward.memory.over_budget_total"),
+        Some(1)
+    );
+}

@@ -770,3 +770,74 @@ fn non_utf8_header_values_do_not_trap_the_vm() {
     assert_serves(&gw, false);
     assert_vm_healthy(&gw, &health);
 }
+
+/// A body of `n` bytes whose JSON form is as expensive as possible to parse: an object whose
+/// `messages` is `[0,0,0,…]` (one value per two bytes).
+fn zeros_body(n: usize) -> Vec<u8> {
+    let head = br#"{"model":"gpt-4o-mini","messages":[0"#;
+    let mut body = Vec::with_capacity(n);
+    body.extend_from_slice(head);
+    while body.len() + 2 + 2 <= n {
+        body.extend_from_slice(b",0");
+    }
+    body.extend_from_slice(b"]}");
+    body
+}
+
+/// Held bodies are parsed into `serde_json::Value`s; a few concurrent maximum-size `[0,0,…]`
+/// bodies used to exhaust the wasm heap and trap the VM. With the per-worker memory budget, the
+/// ones that do not fit are refused (413, OpenAI-shaped) or forwarded unread, the VM never
+/// fails, and later requests are served as usual.
+#[test]
+fn concurrent_maximum_size_bodies_stay_within_the_worker_memory_budget() {
+    let up = mock();
+    let (gw, _cache) = full_gateway(&up);
+    let health = baseline(&gw);
+    let limit = gw.config.server.buffer_limit_bytes as usize;
+    let body = Arc::new(zeros_body(limit - 1024));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let body = Arc::clone(&body);
+            let url = gw.url("/v1/chat/completions");
+            std::thread::spawn(move || {
+                let resp = client_with_timeout(120)
+                    .post(url)
+                    .header("authorization", format!("Bearer {FORWARD_KEY}"))
+                    .header("content-type", "application/json")
+                    .body(body.to_vec())
+                    .send();
+                match resp {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        (status, r.bytes().map(|b| b.to_vec()).unwrap_or_default())
+                    }
+                    Err(e) => (0, e.to_string().into_bytes()),
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        let (status, reply) = t.join().unwrap();
+        // Forwarded (the mock answers its own 400 to `messages: [0,…]`) or refused for memory.
+        assert!(
+            status == 400 || status == 413 || status == 200,
+            "{status}: {}",
+            String::from_utf8_lossy(&reply[..reply.len().min(300)])
+        );
+        if status == 413 {
+            let (_, code) = openai_error(&reply);
+            assert!(!code.is_empty(), "OpenAI-shaped 413");
+        }
+    }
+    assert!(
+        gw.stat("wasmcustom.llm_forward.memory.over_budget_total")
+            .unwrap_or(0)
+            > 0,
+        "the budget was reached (the bodies' parsed form alone is far above it)"
+    );
+    for _ in 0..3 {
+        assert_serves(&gw, false);
+        assert_serves(&gw, true);
+    }
+    assert_vm_healthy(&gw, &health);
+}

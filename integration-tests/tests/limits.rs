@@ -668,3 +668,47 @@ fn bench_limits_on_vs_off() {
         );
     }
 }
+
+/// A paced stream whose upstream is much faster than the rate must not queue without bound in the
+/// worker's memory: past `server.worker_memory_budget_bytes` it is released unpaced (counted in
+/// `llm_forward.memory.over_budget_total`), with every byte intact. At 1 event a second, 20,000
+/// events would otherwise take hours and hold megabytes in the VM.
+#[test]
+fn a_paced_stream_past_the_memory_budget_is_released_unpaced() {
+    let up = mock();
+    let mut c = with_limits(
+        &up,
+        LimitsConfig {
+            pacing: vec![PacingRule {
+                path: CHAT.into(),
+                limit: parse_limit("1/second").unwrap(),
+                level: Some(0),
+            }],
+            ..LimitsConfig::default()
+        },
+    );
+    c.server.worker_memory_budget_bytes = 1024 * 1024;
+    let gw = Gateway::start(c);
+    let resp = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+        .post(gw.url(CHAT))
+        .header("x-mock-chunks", "20000")
+        .json(&json!({"model": "gpt-4o", "stream": true, "messages": []}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().expect("the stream completes");
+    assert!(
+        body.trim_end().ends_with("data: [DONE]"),
+        "{}",
+        &body[body.len().saturating_sub(200)..]
+    );
+    assert_eq!(body.matches("tok19999 ").count(), 1);
+    assert!(
+        gw.stat("wasmcustom.llm_forward.memory.over_budget_total")
+            .unwrap_or(0)
+            >= 1
+    );
+}
