@@ -999,6 +999,13 @@ fn a_body_past_the_worker_memory_budget_is_413_for_a_restricted_key() {
     let resp = post_chat(&gw, Some("fk-admin"), &big);
     assert_eq!(resp.status(), 200);
     assert_eq!(upstream.request_count(), 1);
+    // Bodies that fit are held, checked and released: one after another, each 700 KB body fits
+    // again (a reservation that outlived its request would refuse the second).
+    let mut fits = chat("gpt-4o-mini");
+    fits["messages"][0]["content"] = json!("y".repeat(700 * 1024));
+    for _ in 0..4 {
+        assert_eq!(post_chat(&gw, Some("fk-alice"), &fits).status(), 200);
+    }
     // Small bodies are still checked and served.
     assert_eq!(
         post_chat(&gw, Some("fk-alice"), &chat("gpt-4o")).status(),
