@@ -83,7 +83,7 @@ pub fn model_source(
     let Some(segments) = decoded_segments(route_path) else {
         return Some(ModelSource::Unknown);
     };
-    if let Some(found) = path_model(openai, &segments) {
+    if let Some(found) = path_model(&segments) {
         return Some(found);
     }
     if !openai {
@@ -165,31 +165,58 @@ fn percent_decode_strict(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Azure `…/openai/deployments/<m>/…` (on openai routes also `/deployments/<m>/…`, for a route
-/// whose base URL ends in `/openai`) and Gemini/Vertex `…/models/<m>:<method>`.
-fn path_model(openai: bool, segments: &[String]) -> Option<ModelSource> {
+/// Gemini methods, for a route prefix that already ends in `/models` (`/<m>:generateContent`).
+const GEMINI_METHODS: &[&str] = &[
+    "generateContent",
+    "streamGenerateContent",
+    "countTokens",
+    "embedContent",
+    "batchEmbedContents",
+    "batchGenerateContent",
+    "predict",
+    "predictLongRunning",
+    "generateAnswer",
+];
+
+/// Azure `…/openai/deployments/<m>/…` and Gemini/Vertex `…/models/<m>:<method>`. The route
+/// prefix may already hold the first part (a route `/azure` to `https://x.openai.azure.com/openai`
+/// sees `/deployments/<m>/…`; a route to `…/v1beta/models` sees `/<m>:generateContent`), so
+/// those forms also count as the first segment, on every route type: a restricted key must not
+/// reach a model just because the route's base URL hides part of the path.
+fn path_model(segments: &[String]) -> Option<ModelSource> {
+    let named = |m: &str| {
+        Some(if m.trim().is_empty() {
+            ModelSource::Unknown
+        } else {
+            ModelSource::Named(m.to_string())
+        })
+    };
     for (i, seg) in segments.iter().enumerate() {
         let next = segments.get(i + 1);
         let after_openai = match i.checked_sub(1) {
             Some(p) => segments
                 .get(p)
                 .is_some_and(|s| s.eq_ignore_ascii_case("openai")),
-            None => openai,
+            None => true,
         };
         if seg.eq_ignore_ascii_case("deployments") && after_openai {
-            return Some(match next {
-                Some(m) if !m.trim().is_empty() => ModelSource::Named(m.clone()),
-                _ => ModelSource::Unknown,
-            });
+            return named(next.map_or("", String::as_str));
         }
         if seg.eq_ignore_ascii_case("models") || seg.eq_ignore_ascii_case("tunedModels") {
             if let Some((model, method)) = next.and_then(|n| n.split_once(':')) {
-                if method.is_empty() || model.trim().is_empty() {
+                if method.is_empty() {
                     return Some(ModelSource::Unknown);
                 }
-                return Some(ModelSource::Named(model.to_string()));
+                return named(model);
             }
         }
+    }
+    let (model, method) = segments.first()?.split_once(':')?;
+    if GEMINI_METHODS
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(method))
+    {
+        return named(model);
     }
     None
 }

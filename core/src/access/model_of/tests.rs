@@ -103,6 +103,21 @@ fn models_named_in_the_path() {
         ),
         named("gemini-pro")
     );
+    // The route's base URL may hide the first part of the path.
+    assert_eq!(
+        model_source(false, "POST", "/deployments/gpt-4o/chat/completions", None),
+        named("gpt-4o")
+    );
+    assert_eq!(
+        model_source(false, "POST", "/gemini-pro:streamGenerateContent", None),
+        named("gemini-pro")
+    );
+    assert_eq!(model_source(false, "POST", "/a:b/c", None), None);
+    assert_eq!(
+        model_source(false, "POST", "/v1/deployments/x/echo", None),
+        None,
+        "deployments deeper in a path are Azure's only after /openai"
+    );
     // Model metadata is not a use of the model.
     assert_eq!(
         model_source(false, "GET", "/v1beta/models/gemini-pro", None),
