@@ -926,6 +926,14 @@ fn callers_without_a_forward_key_are_scoped_by_their_own_credential() {
     assert_eq!(up.request_count(), 3);
     // The anonymous answer is stored too (in its own scope).
     wait_stores(port, 3);
+    // A general route's upstream may keep sessions in cookies: a cookie is a credential too.
+    let echo = |cookie: &str| send(&gw, "/gen/echo/c", &[("cookie", cookie)], &json!({"x": 1}));
+    assert_eq!(echo("session=a").x_cache, "MISS");
+    wait_stores(port, 4);
+    assert_eq!(echo("session=b").x_cache, "MISS", "another session");
+    assert_eq!(echo("session=a").x_cache, "HIT");
+    assert_eq!(gen.request_count(), 2);
+    wait_stores(port, 5);
     drop(gw);
 
     // pass_through_unknown_keys: unknown keys are scoped by themselves, never as level 0.
@@ -952,7 +960,7 @@ fn callers_without_a_forward_key_are_scoped_by_their_own_credential() {
         &q2,
     );
     assert_eq!(stranger.x_cache, "MISS");
-    wait_stores(port, 4);
+    wait_stores(port, 6);
     let other = send(
         &gw,
         "/v1/chat/completions",

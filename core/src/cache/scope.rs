@@ -43,10 +43,17 @@ pub fn scope_for(mode: ScopeMode, caller: CacheCaller<'_>) -> CacheScope {
     }
 }
 
-/// Headers that carry API keys for the upstreams llm-forward fronts (OpenAI and compatibles,
-/// Anthropic, Azure, Gemini).
-pub const CREDENTIAL_HEADERS: [&str; 4] =
-    ["authorization", "x-api-key", "api-key", "x-goog-api-key"];
+/// Headers that can identify a caller to the upstream: API keys of the upstreams llm-forward
+/// fronts (OpenAI and compatibles, Anthropic, Azure, Gemini), and cookies (a general route's
+/// upstream may keep sessions in them).
+pub const CREDENTIAL_HEADERS: [&str; 6] = [
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+    "proxy-authorization",
+    "cookie",
+];
 
 /// Everything in a request that can act as its credential, as one string: every credential
 /// header, the `key` query parameter (Gemini) and the route's own query parameter `query_name`
@@ -134,6 +141,8 @@ mod tests {
             &[("content-type", "application/json")],
             "/v1/chat/completions",
         );
+        let session = digest(&[("cookie", "session=abc")], "/gen/x");
+        assert!(session.is_some(), "a cookie session is a credential");
         assert!(a.is_some() && junk.is_some() && gemini.is_some());
         assert_ne!(a, junk);
         assert_eq!(none, None);
