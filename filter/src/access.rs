@@ -233,7 +233,17 @@ impl AccessState {
                 "unsupported_content_type",
             ));
         }
-        match self.model_source(config, ex) {
+        let source = self.model_source(config, ex);
+        let content_types = ex
+            .request_headers
+            .iter()
+            .filter(|(k, _)| k == "content-type")
+            .count();
+        if source.is_some() && content_types > 1 {
+            // Which one the upstream reads is its choice; the body read here could be another.
+            return self.undetermined("the request has two content-type headers");
+        }
+        match source {
             None => Step::Continue,
             Some(ModelSource::Named(model)) => self.check_model(ex, &model),
             Some(ModelSource::Unknown) => self.undetermined("the path does not name it plainly"),

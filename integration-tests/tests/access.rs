@@ -931,6 +931,21 @@ fn restricted_levels_are_checked_on_every_model_bearing_endpoint() {
         br#"{"messages":[]}"#,
     );
     assert_eq!(resp.status, 403);
+    // Two content types: the upstream might read the body as the other one.
+    let mut raw = RawConnection::connect(gw.addr());
+    let resp = raw.request(
+        "POST",
+        "/v1/responses",
+        &[
+            ("authorization", "Bearer fk-alice"),
+            ("content-type", "application/json"),
+            ("content-type", "multipart/form-data; boundary=b0undary"),
+        ],
+        br#"{"model":"gpt-4o-mini","input":"x"}"#,
+    );
+    assert_eq!(resp.status, 403);
+    // (Envoy joins the two values into one, which is no type the model is read from.)
+    assert_eq!(openai_error(&resp.body).1, "model_not_allowed");
     // A restricted POST without a body names no model.
     let resp = client()
         .post(gw.url("/v1/responses"))
