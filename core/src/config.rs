@@ -580,6 +580,9 @@ pub struct FilterConfig {
         skip_serializing_if = "is_default_memory_budget"
     )]
     pub memory_budget_bytes: u64,
+    /// Fleet-wide limits: the rate-limit service the filter asks instead of shared data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratelimit: Option<crate::limits::fleet::FleetSettings>,
 }
 
 /// The filter's part of [`LoggingConfig`], with per-route privacy resolved.
@@ -655,8 +658,26 @@ impl FilterConfig {
             logging: FilterLogging::from_valid(config),
             access: crate::access::AccessConfig::from_config(&config.raw),
             cache: crate::cache::FilterCache::from_config(&config.raw.cache),
-            limits: config.raw.limits.clone().normalized(),
+            limits: {
+                // The Redis URL (maybe with a password) and the service address stay in the
+                // gateway: Envoy's cluster carries the address.
+                let mut limits = config.raw.limits.clone().normalized();
+                limits.backend = None;
+                limits.service = None;
+                limits
+            },
             memory_budget_bytes: config.raw.server.worker_memory_budget_bytes,
+            ratelimit: config
+                .raw
+                .limits
+                .is_fleet()
+                .then(|| crate::limits::fleet::FleetSettings {
+                    cluster: crate::limits::fleet::CLUSTER.to_string(),
+                    domain: config.raw.limits.domain.clone(),
+                    timeout_ms: config.raw.limits.timeout_ms,
+                    failure_mode: config.raw.limits.failure_mode,
+                    builtin: config.raw.limits.backend.is_some(),
+                }),
         }
     }
 

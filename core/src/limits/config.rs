@@ -100,6 +100,30 @@ pub struct LimitsConfig {
     pub global: LimitSpec,
     pub tokens: Vec<LimitRule>,
     pub pacing: Vec<PacingRule>,
+    /// Fleet-wide limits on Redis through the built-in rate-limit service (`redis://…`), started
+    /// by `run`. Gateway-only: never sent to the filter (it may hold a password).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// Fleet-wide limits through an external rate-limit service (`grpc://host:port`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// The rate-limit service domain.
+    #[serde(skip_serializing_if = "is_default_domain")]
+    pub domain: String,
+    /// The service cannot answer in time: `open` lets requests through, `closed` answers 503.
+    #[serde(skip_serializing_if = "super::fleet::FailureMode::is_open")]
+    pub failure_mode: super::fleet::FailureMode,
+    /// How long the filter waits for the service (milliseconds).
+    #[serde(skip_serializing_if = "is_default_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn is_default_domain(d: &String) -> bool {
+    d == super::fleet::DEFAULT_DOMAIN
+}
+
+fn is_default_timeout(t: &u64) -> bool {
+    *t == super::fleet::DEFAULT_TIMEOUT_MS
 }
 
 impl Default for LimitsConfig {
@@ -110,6 +134,11 @@ impl Default for LimitsConfig {
             global: LimitSpec::Unlimited,
             tokens: Vec::new(),
             pacing: Vec::new(),
+            backend: None,
+            service: None,
+            domain: super::fleet::DEFAULT_DOMAIN.to_string(),
+            failure_mode: super::fleet::FailureMode::Open,
+            timeout_ms: super::fleet::DEFAULT_TIMEOUT_MS,
         }
     }
 }
@@ -202,7 +231,7 @@ pub fn global_subject(path_and_query: &str, who: &Identity<'_>) -> String {
     format!("path:{path}|{}", subject(Per::Key, who))
 }
 
-fn hex16(parts: &[&str]) -> String {
+pub(crate) fn hex16(parts: &[&str]) -> String {
     let mut h = Sha256::new();
     for p in parts {
         h.update((p.len() as u64).to_le_bytes());
@@ -267,7 +296,13 @@ impl LimitsConfig {
     }
 
     /// Adds every problem to `errors`, with field paths under `limits.`.
+    /// Limits are counted fleet-wide (a rate-limit service), not in this Envoy's shared data.
+    pub fn is_fleet(&self) -> bool {
+        self.backend.is_some() || self.service.is_some()
+    }
+
     pub fn check(&self, errors: &mut Vec<ConfigError>) {
+        self.check_fleet(errors);
         let path_ok = |at: String, path: &str, errors: &mut Vec<ConfigError>| {
             if !path.starts_with('/') || path.contains(['?', '#', '*', ' ']) {
                 errors.push(ConfigError::new(
@@ -313,6 +348,57 @@ impl LimitsConfig {
 }
 
 /// A JSON object's entries in the order written.
+impl LimitsConfig {
+    fn check_fleet(&self, errors: &mut Vec<ConfigError>) {
+        if let Some(url) = &self.backend {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                errors.push(ConfigError::new(
+                    "limits.backend",
+                    "must be a Redis URL (`redis://host:port` or `rediss://…`)",
+                ));
+            }
+        }
+        if let Some(addr) = &self.service {
+            if self.backend.is_some() {
+                errors.push(ConfigError::new(
+                    "limits.service",
+                    "set either limits.backend (built-in rate-limit service) or limits.service \
+                     (external), not both",
+                ));
+            }
+            if super::fleet::parse_service_address(addr).is_none() {
+                errors.push(ConfigError::new(
+                    "limits.service",
+                    "must be `grpc://host:port` (an Envoy rate-limit service)",
+                ));
+            }
+            for (at, problem) in
+                super::fleet::external_service_problems(&self.requests, &self.global, &self.tokens)
+            {
+                errors.push(ConfigError::new(at, problem));
+            }
+        }
+        if self.domain.is_empty()
+            || self.domain.len() > 128
+            || !self
+                .domain
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            errors.push(ConfigError::new(
+                "limits.domain",
+                "must be 1 to 128 letters, digits, `-`, `_` or `.`",
+            ));
+        }
+        if !(1..=10_000).contains(&self.timeout_ms) {
+            errors.push(ConfigError::new(
+                "limits.timeout_ms",
+                "must be 1 to 10000 (milliseconds)",
+            ));
+        }
+    }
+}
+
 struct InOrder(Vec<(String, serde_json::Value)>);
 
 impl<'de> Deserialize<'de> for InOrder {

@@ -42,6 +42,7 @@
 //! protocol can briefly under-admit under contention, never over-admit.
 
 pub mod config;
+pub mod fleet;
 pub mod grammar;
 pub mod headers;
 pub mod store;
