@@ -34,6 +34,11 @@ pub struct RequestFilter {
     /// The held body must be read (model check or routing): past the memory budget it is 413,
     /// not forwarded unread.
     body_required: bool,
+    /// Fleet limits: the request was fully read (or needs no reading) and waits only for the
+    /// rate-limit service's answer to go on.
+    ready_after_rls: bool,
+    /// A cache lookup is in flight (it resumes the request when it answers).
+    cache_waiting: bool,
 }
 
 impl RequestFilter {
@@ -47,6 +52,8 @@ impl RequestFilter {
             limits: None,
             context_id: 0,
             body_required: false,
+            ready_after_rls: false,
+            cache_waiting: false,
         }
     }
 
@@ -115,7 +122,13 @@ impl RequestFilter {
         let (Some(cache), Some(ex)) = (self.cache.as_mut(), self.exchange.as_mut()) else {
             return false;
         };
-        cache.on_request_end(&self.plugin, ex, body) == Step::Wait
+        self.cache_waiting = cache.on_request_end(&self.plugin, ex, body) == Step::Wait;
+        self.cache_waiting
+    }
+
+    /// Fleet limits: the admission call is still in flight.
+    fn rls_waiting(&self) -> bool {
+        self.limits.as_ref().is_some_and(|l| l.waiting())
     }
 }
 
@@ -127,15 +140,54 @@ impl Context for RequestFilter {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        // The only calls an HTTP context makes are cache lookups.
+        // The only HTTP calls an HTTP context makes are cache lookups.
+        self.cache_waiting = false;
         let (Some(cache), Some(ex)) = (self.cache.as_mut(), self.exchange.as_mut()) else {
             self.forward();
             let _ = hostcalls::resume_http_request();
             return;
         };
+        if ex.local_reply {
+            // Refused meanwhile (fleet limits answered first).
+            return;
+        }
         if !cache.on_lookup_response(&self.plugin, ex, body_size) {
+            if self.rls_waiting() {
+                // The rate-limit answer resumes (or refuses) the request.
+                self.ready_after_rls = true;
+                return;
+            }
             self.forward();
             let _ = hostcalls::resume_http_request();
+        }
+    }
+
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        // The only gRPC calls an HTTP context makes are fleet-limit admissions.
+        let (Some(limits), Some(ex)) = (self.limits.as_mut(), self.exchange.as_mut()) else {
+            return;
+        };
+        let Some(step) =
+            limits.on_rls_response(&self.plugin, ex, token_id, status_code, response_size)
+        else {
+            return;
+        };
+        if ex.local_reply {
+            // Answered meanwhile (a cache hit): nothing to resume.
+            return;
+        }
+        match step {
+            Step::Reply(reply) => {
+                self.reading_body = false;
+                self.reply(reply);
+            }
+            _ if self.ready_after_rls => {
+                self.ready_after_rls = false;
+                self.forward();
+                let _ = hostcalls::resume_http_request();
+            }
+            // Still reading the body or waiting for the cache: that phase goes on by itself.
+            _ => {}
         }
     }
 }
@@ -181,7 +233,10 @@ impl HttpContext for RequestFilter {
                 ex.reply_headers = l.headers().to_vec();
             }
             self.limits = limits;
-            step = limit_step;
+            // `Wait`: the admission call is in flight; the request is held below until it answers.
+            if limit_step != Step::Wait {
+                step = limit_step;
+            }
         }
         self.cache = crate::cache::CacheRequest::start(&self.plugin, &ex);
         let needs_body = !end_of_stream && self.needs_body(&ex);
@@ -226,6 +281,10 @@ impl HttpContext for RequestFilter {
         if needs_body {
             // Held here (allow_on_headers_stop_iteration); the body callbacks still arrive.
             self.reading_body = true;
+            return Action::Pause;
+        }
+        if self.rls_waiting() {
+            self.ready_after_rls = true;
             return Action::Pause;
         }
         self.forward();
@@ -297,6 +356,11 @@ impl HttpContext for RequestFilter {
         }
         if waiting {
             // Resumed (or answered) when the cache lookup returns.
+            return Action::Pause;
+        }
+        if self.rls_waiting() {
+            // Resumed (or refused) when the rate-limit service answers.
+            self.ready_after_rls = true;
             return Action::Pause;
         }
         self.forward();

@@ -10,6 +10,7 @@ pub mod access;
 pub mod cache;
 pub mod chatlog;
 pub mod exchange;
+pub mod fleet;
 pub mod host;
 pub mod hot_cache;
 pub mod http;
@@ -21,8 +22,8 @@ pub mod root;
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
-        Box::new(root::FilterRoot::default())
+    proxy_wasm::set_root_context(|id| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::new(root::FilterRoot::new(id))
     });
 }}
 

@@ -23,6 +23,10 @@ use llm_forward_core::limits::config::{
     global_id, global_subject, pacing_interval_ms, rule_id, select, storage_key, subject, Identity,
     LimitKind, LimitsConfig, Per,
 };
+use llm_forward_core::limits::fleet::{
+    descriptors, estimate_tokens, wire_global_subject, wire_subject, Descriptor, FleetSettings,
+    RuleKind,
+};
 use llm_forward_core::limits::store::{
     acquire, charge_all, check_all, init_lock, Acquire, Read, SharedStore, Slot, Tries, Write,
 };
@@ -124,6 +128,14 @@ pub struct LimitsShared {
     owner: u64,
     /// Storage keys by rule id and subject (see [`LimitsShared::slots_for`]).
     slot_memo: RefCell<HashMap<String, Vec<Slot>>>,
+    /// Fleet mode: whether this worker's Envoy has the rate-limit cluster.
+    probe: crate::fleet::ClusterProbe,
+    /// The root context's id: token charges are sent as it (see `crate::fleet`).
+    root_id: u32,
+    /// The rate-limit service failed (status, garbage, timeout, no cluster): failure mode applied.
+    rls_failed: Option<u32>,
+    /// Charges made from an estimate (no usage in the response: abort, unparsed body).
+    charge_estimated: Option<u32>,
 }
 
 /// Subjects whose storage keys a worker remembers.
@@ -140,12 +152,14 @@ fn bump(id: Option<u32>) {
 }
 
 impl LimitsShared {
-    pub fn configure(config: &FilterConfig) -> LimitsShared {
+    pub fn configure(config: &FilterConfig, root_id: u32) -> LimitsShared {
         let limits = &config.limits;
         if limits.is_empty() {
             return LimitsShared::default();
         }
-        init_lock(&mut HostStore);
+        if config.ratelimit.is_none() {
+            init_lock(&mut HostStore);
+        }
         let mut owner = [0u8; 8];
         let _ = getrandom::fill(&mut owner);
         LimitsShared {
@@ -175,6 +189,13 @@ impl LimitsShared {
             paced: RefCell::new(HashMap::new()),
             owner: u64::from_le_bytes(owner),
             slot_memo: RefCell::new(HashMap::new()),
+            probe: crate::fleet::ClusterProbe::default(),
+            root_id,
+            rls_failed: config
+                .ratelimit
+                .as_ref()
+                .and_then(|_| counter("llm_forward.ratelimit_service_failed_total")),
+            charge_estimated: counter("llm_forward.limit_charge_estimated_total"),
         }
     }
 
@@ -277,6 +298,22 @@ pub struct LimitRequest {
     splitter: Option<EventSplitter>,
     pacing: bool,
     tap: Tap,
+    /// Fleet mode: the admission call in flight and what it asked.
+    pending: Option<Pending>,
+    /// Fleet mode: the token-quota descriptors to charge after the response.
+    charge: Vec<Descriptor>,
+    /// For the charge estimate when the usage is unknown.
+    request_bytes: u64,
+    response_bytes: u64,
+}
+
+/// An admission call to the rate-limit service.
+#[derive(Debug)]
+struct Pending {
+    token: u32,
+    sent: Vec<Descriptor>,
+    token_spec: LimitSpec,
+    request_spec: LimitSpec,
 }
 
 #[derive(Debug, Default)]
@@ -377,8 +414,15 @@ impl LimitRequest {
         };
         let mut lr = LimitRequest {
             context_id,
+            request_bytes: ex
+                .request_header("content-length")
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0),
             ..LimitRequest::default()
         };
+        if let Some(settings) = &plugin.config.ratelimit {
+            return lr.start_fleet(plugin, settings, ex, &who);
+        }
 
         // Token quota first: it only reads, so a request it refuses costs no request slot.
         if let Some(i) = select(&limits.tokens, &ex.path, level) {
@@ -459,9 +503,143 @@ impl LimitRequest {
         (if idle { None } else { Some(lr) }, Step::Continue)
     }
 
+    /// Fleet mode: builds the descriptors and sends the admission call. `Wait` until
+    /// [`LimitRequest::on_rls_response`].
+    fn start_fleet(
+        mut self,
+        plugin: &Plugin,
+        settings: &FleetSettings,
+        ex: &Exchange,
+        who: &Identity<'_>,
+    ) -> (Option<LimitRequest>, Step) {
+        let limits = &plugin.config.limits;
+        let shared = &plugin.limits;
+        let level = who.level;
+        let mut sent = Vec::new();
+        let mut token_spec = LimitSpec::Unlimited;
+        if let Some(i) = select(&limits.tokens, &ex.path, level) {
+            if let (Some(rule), Some(id)) = (limits.tokens.get(i), shared.token_ids.get(i)) {
+                let subject = wire_subject(rule.per, who);
+                let check = descriptors(
+                    RuleKind::Tokens,
+                    id,
+                    &rule.limit,
+                    &subject,
+                    limits.strategy,
+                    0,
+                );
+                if is_usage_api(ex, &plugin.config) {
+                    self.charge = check.clone();
+                }
+                sent.extend(check);
+                token_spec = rule.limit.clone();
+            }
+        }
+        let (kind, id, spec, subject) = match select(&limits.requests, &ex.path, level)
+            .and_then(|i| Some((limits.requests.get(i)?, shared.request_ids.get(i)?)))
+        {
+            Some((rule, id)) => (
+                RuleKind::Requests,
+                id.as_str(),
+                &rule.limit,
+                wire_subject(rule.per, who),
+            ),
+            None => (
+                RuleKind::Global,
+                shared.global_id.as_str(),
+                &limits.global,
+                wire_global_subject(&ex.path, who),
+            ),
+        };
+        sent.extend(descriptors(kind, id, spec, &subject, limits.strategy, 1));
+        self.pace_ms = select(&limits.pacing, &ex.path, level)
+            .and_then(|i| limits.pacing.get(i))
+            .and_then(|r| pacing_interval_ms(&r.limit));
+        if sent.is_empty() {
+            let idle = self.pace_ms.is_none();
+            return (if idle { None } else { Some(self) }, Step::Continue);
+        }
+        match crate::fleet::dispatch(&shared.probe, settings, &sent) {
+            Some(token) => {
+                self.pending = Some(Pending {
+                    token,
+                    sent,
+                    token_spec,
+                    request_spec: spec.clone(),
+                });
+                (Some(self), Step::Wait)
+            }
+            None => {
+                let step = rls_failed(plugin, settings);
+                (Some(self), step)
+            }
+        }
+    }
+
+    /// Whether an admission call is in flight.
+    pub fn waiting(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// The admission call answered: `Continue` (admitted, the `x-ratelimit-*` headers are in
+    /// `headers()` and `ex.reply_headers`) or `Reply` (429, or 503 with `failure_mode: closed`).
+    /// `None` when `token` is not this request's call.
+    pub fn on_rls_response(
+        &mut self,
+        plugin: &Plugin,
+        ex: &mut Exchange,
+        token: u32,
+        status_code: u32,
+        size: usize,
+    ) -> Option<Step> {
+        if self.pending.as_ref().map(|p| p.token) != Some(token) {
+            return None;
+        }
+        let pending = self.pending.take()?;
+        let settings = plugin.config.ratelimit.as_ref()?;
+        let now = if ex.started_ms > 0 {
+            ex.started_ms
+        } else {
+            host::now_ms()
+        };
+        let Some(v) = crate::fleet::read_answer(status_code, size, &pending.sent, now) else {
+            return Some(rls_failed(plugin, settings));
+        };
+        if let Some((kind, rate_index)) = v.refused {
+            let limit_kind = kind.limit_kind();
+            let (combined, spec) = match limit_kind {
+                LimitKind::Tokens => (v.tokens, &pending.token_spec),
+                LimitKind::Requests => (v.requests, &pending.request_spec),
+            };
+            let Some(c) = combined else {
+                return Some(rls_failed(plugin, settings));
+            };
+            plugin.limits.count_limited(ex.route, limit_kind);
+            let mut reply = limit_reply(limit_kind, rate_text(spec, Some(rate_index)), &c);
+            // The other kind's headers too, as an admitted request would get them.
+            let other = match limit_kind {
+                LimitKind::Tokens => v
+                    .requests
+                    .map(|c| ratelimit_headers(LimitKind::Requests, &c)),
+                LimitKind::Requests => v.tokens.map(|c| ratelimit_headers(LimitKind::Tokens, &c)),
+            };
+            reply.headers.extend(other.unwrap_or_default());
+            return Some(Step::Reply(reply));
+        }
+        if let Some(c) = &v.tokens {
+            self.headers.extend(ratelimit_headers(LimitKind::Tokens, c));
+        }
+        if let Some(c) = &v.requests {
+            self.headers
+                .extend(ratelimit_headers(LimitKind::Requests, c));
+        }
+        ex.reply_headers = self.headers.clone();
+        Some(Step::Continue)
+    }
+
     /// Whether the request body must be read (a quota'd chat/completions request that may stream).
     pub fn needs_body(&self, ex: &Exchange) -> bool {
-        !self.quota.is_empty()
+        self.has_quota()
             && ex
                 .request_header("content-type")
                 .is_some_and(|ct| ct.to_ascii_lowercase().contains("json"))
@@ -471,9 +649,10 @@ impl LimitRequest {
     /// into streaming requests that did not ask for it. `Exchange::body_changed` makes the body
     /// phase write it back (with a new `content-length`).
     pub fn on_request_body(&mut self, ex: &mut Exchange, bytes: &[u8]) {
-        if self.quota.is_empty() {
+        if !self.has_quota() {
             return;
         }
+        self.request_bytes = bytes.len() as u64;
         if ex.body.is_none() {
             if let Ok(value @ serde_json::Value::Object(_)) =
                 serde_json::from_slice::<serde_json::Value>(bytes)
@@ -537,7 +716,7 @@ impl LimitRequest {
             // The body changes length.
             host::set_response_header("content-length", None);
         }
-        if !self.quota.is_empty() && ok && !others_parse {
+        if self.has_quota() && ok && !others_parse {
             self.tap = if sse {
                 Tap::Sse {
                     parser: SseParser::new(MAX_EVENT_BYTES),
@@ -557,6 +736,7 @@ impl LimitRequest {
         size: usize,
         end_of_stream: bool,
     ) -> Action {
+        self.response_bytes = self.response_bytes.saturating_add(size as u64);
         let reading = !matches!(self.tap, Tap::Off);
         if !reading && self.splitter.is_none() {
             return Action::Continue;
@@ -708,20 +888,41 @@ impl LimitRequest {
         plugin.limits.forget(self.context_id);
         self.finish_usage(ex);
         // Cache hits are answered locally: no upstream tokens were spent (see README, Response cache).
-        if self.quota.is_empty()
-            || !(200..300).contains(&ex.status)
-            || ex.cache_status == Some("hit")
-        {
+        if !self.has_quota() || !(200..300).contains(&ex.status) || ex.cache_status == Some("hit") {
             return;
         }
-        let tokens = ex
+        let usage = ex
             .answer
             .as_ref()
             .and_then(|a| a.usage.as_ref())
-            .map_or(0, |u| {
-                u.total_tokens.max(u.prompt_tokens + u.completion_tokens)
-            });
+            .map(|u| u.total_tokens.max(u.prompt_tokens + u.completion_tokens));
+        // No usage: the client left before the usage chunk, or the body could not be parsed so
+        // `include_usage` was not injected. Charge an estimate rather than nothing.
+        let tokens = match usage {
+            Some(t) => t,
+            None => {
+                bump(plugin.limits.charge_estimated);
+                estimate_tokens(self.request_bytes, self.response_bytes)
+            }
+        };
         if tokens == 0 {
+            return;
+        }
+        if let Some(settings) = &plugin.config.ratelimit {
+            let mut charge = std::mem::take(&mut self.charge);
+            for d in &mut charge {
+                d.hits_addend = tokens;
+            }
+            let sent = crate::fleet::dispatch_detached(
+                &plugin.limits.probe,
+                settings,
+                &charge,
+                plugin.limits.root_id,
+                self.context_id,
+            );
+            if !sent {
+                bump(plugin.limits.charge_failed);
+            }
             return;
         }
         let limits = &plugin.config.limits;
@@ -742,6 +943,25 @@ impl LimitRequest {
             );
         }
     }
+
+    /// A token quota will be charged after the response (either backend).
+    fn has_quota(&self) -> bool {
+        !self.quota.is_empty() || !self.charge.is_empty()
+    }
+}
+
+/// The rate-limit service failed: `failure_mode` decides (counted).
+fn rls_failed(plugin: &Plugin, settings: &FleetSettings) -> Step {
+    bump(plugin.limits.rls_failed);
+    if settings.failure_mode.is_open() {
+        return Step::Continue;
+    }
+    Step::Reply(LocalReply::new(
+        503,
+        "The rate-limit service is unavailable; retry shortly.",
+        "api_error",
+        "rate_limit_service_unavailable",
+    ))
 }
 
 fn slots_for(id: &str, spec: &LimitSpec, subject: &str) -> Vec<Slot> {

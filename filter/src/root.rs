@@ -31,6 +31,14 @@ pub struct Plugin {
 #[derive(Default)]
 pub struct FilterRoot {
     plugin: Option<Rc<Plugin>>,
+    /// Envoy's id of this root context (token charges are sent as it).
+    id: u32,
+}
+
+impl FilterRoot {
+    pub fn new(id: u32) -> Self {
+        FilterRoot { plugin: None, id }
+    }
 }
 
 impl Context for FilterRoot {
@@ -80,7 +88,7 @@ impl RootContext for FilterRoot {
                         config.routes.len()
                     ),
                 );
-                let limits = crate::limiter::LimitsShared::configure(&config);
+                let limits = crate::limiter::LimitsShared::configure(&config, self.id);
                 if crate::limiter::LimitsShared::needs_tick(&config) {
                     // Pacing releases events from the tick; a faster tick only flushes the
                     // cache queue more often.

@@ -25,6 +25,10 @@ pub struct RenderOptions {
     pub admin_socket: Option<PathBuf>,
     /// Unix socket of the cache service (`run`). `None`: 127.0.0.1:`cache.port`.
     pub cache_socket: Option<PathBuf>,
+    /// Where the built-in rate-limit service listens (`limits.backend`): `host:port` or
+    /// `unix:/path` (an Envoy `pipe` address). `run` picks it; `None` renders
+    /// [`DEFAULT_RATELIMIT_ADDRESS`] (where `llm-forward ratelimit` listens by default).
+    pub ratelimit_address: Option<String>,
 }
 
 /// The admin port `render` writes when the config names none.
@@ -67,6 +71,9 @@ fn envoy_listen_address(addr: &ListenAddr) -> Value {
     }
     v
 }
+
+/// The built-in rate-limit service's address when `render` is not told another one.
+pub const DEFAULT_RATELIMIT_ADDRESS: &str = "127.0.0.1:8081";
 
 /// CA bundle locations of common Linux distributions, first existing wins.
 pub const CA_BUNDLES: [&str; 4] = [
@@ -176,6 +183,60 @@ fn cache_cluster(config: &ValidConfig, options: &RenderOptions) -> Option<Value>
             },
         })
     })
+}
+
+/// An Envoy address from `host:port`, `[v6]:port` or `unix:/path` (a `pipe`).
+fn envoy_address_text(address: &str) -> Value {
+    if let Some(path) = address.strip_prefix("unix:") {
+        return json!({"pipe": {"path": path}});
+    }
+    let (host, port) = address.rsplit_once(':').unwrap_or((address, "0"));
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    json!({"socket_address": {"address": host, "port_value": port.parse::<u16>().unwrap_or(0)}})
+}
+
+/// The rate-limit service the filter calls with `dispatch_grpc_call` (fleet-wide limits): the
+/// built-in one (`limits.backend`) or an external one (`limits.service`). gRPC needs HTTP/2.
+fn ratelimit_cluster(config: &ValidConfig, options: &RenderOptions) -> Option<Value> {
+    use llm_forward_core::limits::fleet::{parse_service_address, CLUSTER};
+    let limits = &config.raw.limits;
+    let (address, dns) = if let Some(service) = &limits.service {
+        let (host, port) = parse_service_address(service)?;
+        let dns = host.parse::<std::net::IpAddr>().is_err();
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        (format!("{host}:{port}"), dns)
+    } else if limits.backend.is_some() {
+        let address = options
+            .ratelimit_address
+            .clone()
+            .unwrap_or_else(|| DEFAULT_RATELIMIT_ADDRESS.to_string());
+        (address, false)
+    } else {
+        return None;
+    };
+    Some(json!({
+        "name": CLUSTER,
+        "type": if dns { "STRICT_DNS" } else { "STATIC" },
+        "dns_lookup_family": "V4_PREFERRED",
+        "connect_timeout": "0.250s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            },
+        },
+        "circuit_breakers": {"thresholds": [{
+            "max_connections": 100000, "max_pending_requests": 100000, "max_requests": 100000, "max_retries": 0,
+        }]},
+        "load_assignment": {
+            "cluster_name": CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": envoy_address_text(&address)}}]}],
+        },
+    }))
 }
 
 /// One model-routing rule of a route, as a route of its own (same prefix, the rule's base URL).
@@ -453,6 +514,7 @@ pub fn bootstrap(config: &ValidConfig, options: &RenderOptions) -> Value {
         .map(|r| cluster(r, options, server.buffer_limit_bytes))
         .collect();
     clusters.extend(cache_cluster(config, options));
+    clusters.extend(ratelimit_cluster(config, options));
     for r in &config.routes {
         for t in model_targets(config, r) {
             clusters.push(cluster(&t.route, options, server.buffer_limit_bytes));
@@ -631,6 +693,76 @@ mod tests {
         let v = render(c);
         let clusters = v["static_resources"]["clusters"].as_array().unwrap();
         assert!(clusters.iter().all(|c| c["name"] != "llm_forward_cache"));
+    }
+
+    fn ratelimit_cluster_of(v: &Value) -> Option<Value> {
+        v["static_resources"]["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "llm_forward_ratelimit")
+            .cloned()
+    }
+
+    fn plugin_config(v: &Value) -> Value {
+        let text = v.pointer("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters/1/typed_config/config/configuration/value")
+            .and_then(Value::as_str)
+            .unwrap();
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn ratelimit_cluster_and_filter_settings_follow_limits() {
+        let mut c = Config::default();
+        c.limits
+            .requests
+            .push(llm_forward_core::limits::config::LimitRule {
+                path: "/v1".into(),
+                limit: llm_forward_core::limits::parse_limit("10/minute").unwrap(),
+                per: Default::default(),
+                level: None,
+            });
+        // Per-gateway limits: no cluster, no settings.
+        let v = render(c.clone());
+        assert!(ratelimit_cluster_of(&v).is_none());
+        assert!(plugin_config(&v).get("ratelimit").is_none());
+        // Built-in service: HTTP/2 cluster at the address `run` picked; the Redis URL (and its
+        // password) stays out of Envoy's config.
+        c.limits.backend = Some("redis://:hunter2@127.0.0.1:6379".into());
+        c.limits.failure_mode = llm_forward_core::limits::fleet::FailureMode::Closed;
+        let mut o = options();
+        o.ratelimit_address = Some("127.0.0.1:40123".into());
+        let v = bootstrap(&c.clone().validate().unwrap(), &o);
+        let cluster = ratelimit_cluster_of(&v).unwrap();
+        assert_eq!(
+            cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+                ["socket_address"]["port_value"],
+            40123
+        );
+        assert!(cluster.to_string().contains("http2_protocol_options"));
+        assert!(!v.to_string().contains("hunter2"));
+        let settings = &plugin_config(&v)["ratelimit"];
+        assert_eq!(settings["cluster"], "llm_forward_ratelimit");
+        assert_eq!(settings["domain"], "llm-forward");
+        assert_eq!(settings["timeout_ms"], 20);
+        assert_eq!(settings["failure_mode"], "closed");
+        assert_eq!(settings["builtin"], true);
+        // A Unix socket becomes a pipe address.
+        o.ratelimit_address = Some("unix:/run/x/rls.sock".into());
+        let v = bootstrap(&c.clone().validate().unwrap(), &o);
+        assert_eq!(
+            ratelimit_cluster_of(&v).unwrap()["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+                ["endpoint"]["address"]["pipe"]["path"],
+            "/run/x/rls.sock"
+        );
+        // External service by name: resolved by DNS; not built-in.
+        c.limits.backend = None;
+        c.limits.service = Some("grpc://ratelimit.infra:8081".into());
+        let v = render(c);
+        let cluster = ratelimit_cluster_of(&v).unwrap();
+        assert_eq!(cluster["type"], "STRICT_DNS");
+        assert_eq!(plugin_config(&v)["ratelimit"]["builtin"], false);
+        assert!(plugin_config(&v)["limits"].get("service").is_none());
     }
 
     #[test]

@@ -195,6 +195,7 @@ async fn run_inner(options: RunOptions) -> Result<i32, String> {
         ca_bundle: default_ca_bundle(),
         admin_socket: Some(runtime_dir.admin_socket()),
         cache_socket: Some(runtime_dir.cache_socket()),
+        ratelimit_address: None,
     };
     let admin = crate::render::admin_address(&config, &render_options);
     if let ListenAddr::Tcp(a) = &admin {

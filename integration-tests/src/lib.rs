@@ -110,6 +110,12 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn start(config: Config) -> Gateway {
+        Gateway::start_with_ratelimit(config, None)
+    }
+
+    /// With fleet-wide limits (`limits.backend`): the built-in rate-limit service's address
+    /// (`host:port` or `unix:/path`), as `llm-forward run` passes it.
+    pub fn start_with_ratelimit(config: Config, ratelimit_address: Option<&str>) -> Gateway {
         let valid = config
             .clone()
             .validate()
@@ -123,6 +129,7 @@ impl Gateway {
             ca_bundle: default_ca_bundle(),
             admin_socket: Some(dir.0.join("admin.sock")),
             cache_socket: None,
+            ratelimit_address: ratelimit_address.map(str::to_string),
         };
         let yaml_path = dir.0.join("envoy.yaml");
         // As `run` writes it: owner-only, as it may hold literal keys.

@@ -127,7 +127,7 @@ pub fn exact_unit(period_ms: u64) -> Option<(i32, &'static str)> {
 fn dividing_unit(period_ms: u64) -> i32 {
     UNITS
         .iter()
-        .find(|(_, ms, _)| period_ms >= *ms && period_ms % ms == 0)
+        .find(|(_, ms, _)| period_ms >= *ms && period_ms.checked_rem(*ms) == Some(0))
         .map_or(unit::UNKNOWN, |(u, _, _)| *u)
 }
 

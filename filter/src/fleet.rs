@@ -1,0 +1,158 @@
+//! Fleet-wide limits: the gRPC calls to the rate-limit service (`llm_forward_core::limits::fleet`
+//! builds and reads the messages).
+//!
+//! - Admission: one `ShouldRateLimit` call per request with the token-quota descriptors (addend 0,
+//!   check only) and the request-limit descriptors (addend 1); the request is held until it
+//!   answers (bounded by `limits.timeout_ms`, Envoy enforces the deadline).
+//! - Charge: after the response, a call with only the token descriptors and the tokens used as
+//!   addend. It is dispatched as the root context (`set_effective_context`), so the end of the HTTP
+//!   stream does not cancel it; its answer is ignored.
+//! - Every failure (no cluster, gRPC status, garbage, timeout) becomes `limits.failure_mode`.
+//!
+//! The SDK's `dispatch_grpc_call` panics when Envoy answers `BadArgument` (no such cluster), which
+//! would trap the VM. So each worker first probes the cluster once through the raw ABI, which
+//! returns the status instead (see [`cluster_exists`]).
+
+use llm_forward_core::limits::fleet::{
+    decode_response, encode_request, verdict, Descriptor, FleetSettings, Verdict, METHOD, SERVICE,
+};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, Status};
+use std::cell::Cell;
+use std::time::Duration;
+
+/// Whether this worker has seen the cluster: unknown, present, missing.
+#[derive(Debug, Default)]
+pub struct ClusterProbe(Cell<Option<bool>>);
+
+#[cfg(target_arch = "wasm32")]
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_grpc_call(
+        upstream_data: *const u8,
+        upstream_size: usize,
+        service_name_data: *const u8,
+        service_name_size: usize,
+        method_name_data: *const u8,
+        method_name_size: usize,
+        initial_metadata_data: *const u8,
+        initial_metadata_size: usize,
+        message_data: *const u8,
+        message_size: usize,
+        timeout_milliseconds: u32,
+        token_ptr: *mut u32,
+    ) -> Status;
+}
+
+/// One raw call (its answer reaches no context: the SDK did not register it) with an empty
+/// request, only to learn whether Envoy knows the cluster. An empty `RateLimitRequest` counts
+/// nothing in any rate-limit service.
+#[cfg(target_arch = "wasm32")]
+fn probe(settings: &FleetSettings) -> bool {
+    let message = encode_request(&settings.domain, &[]);
+    // An empty metadata map: the serialized form is a 4-byte zero count.
+    let metadata = [0u8; 4];
+    let mut token = 0u32;
+    // SAFETY: every pointer/length pair comes from a live slice; the host writes one u32 into
+    // `token`, which outlives the call.
+    let status = unsafe {
+        proxy_grpc_call(
+            settings.cluster.as_ptr(),
+            settings.cluster.len(),
+            SERVICE.as_ptr(),
+            SERVICE.len(),
+            METHOD.as_ptr(),
+            METHOD.len(),
+            metadata.as_ptr(),
+            metadata.len(),
+            message.as_ptr(),
+            message.len(),
+            u32::try_from(settings.timeout_ms).unwrap_or(u32::MAX),
+            &mut token,
+        )
+    };
+    status == Status::Ok
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn probe(_settings: &FleetSettings) -> bool {
+    false
+}
+
+impl ClusterProbe {
+    /// Whether `dispatch_grpc_call` can be called without the SDK panicking.
+    pub fn cluster_exists(&self, settings: &FleetSettings) -> bool {
+        if let Some(known) = self.0.get() {
+            return known;
+        }
+        let exists = probe(settings);
+        if !exists {
+            crate::host::log(
+                proxy_wasm::types::LogLevel::Error,
+                &format!(
+                    "llm-forward: the rate-limit cluster `{}` is missing; limits.failure_mode applies",
+                    settings.cluster
+                ),
+            );
+        }
+        self.0.set(Some(exists));
+        exists
+    }
+}
+
+/// Sends one `ShouldRateLimit` call from the current context; `None` when it could not be sent.
+pub fn dispatch(
+    probe: &ClusterProbe,
+    settings: &FleetSettings,
+    descriptors: &[Descriptor],
+) -> Option<u32> {
+    if !probe.cluster_exists(settings) {
+        return None;
+    }
+    let message = encode_request(&settings.domain, descriptors);
+    hostcalls::dispatch_grpc_call(
+        &settings.cluster,
+        SERVICE,
+        METHOD,
+        Vec::new(),
+        Some(&message),
+        Duration::from_millis(settings.timeout_ms),
+    )
+    .ok()
+}
+
+/// Sends a charge as the root context, so it outlives this HTTP stream; then makes this context
+/// effective again. Returns whether it was sent.
+pub fn dispatch_detached(
+    probe: &ClusterProbe,
+    settings: &FleetSettings,
+    descriptors: &[Descriptor],
+    root_id: u32,
+    context_id: u32,
+) -> bool {
+    if root_id == 0 || hostcalls::set_effective_context(root_id).is_err() {
+        return dispatch(probe, settings, descriptors).is_some();
+    }
+    let sent = dispatch(probe, settings, descriptors).is_some();
+    let _ = hostcalls::set_effective_context(context_id);
+    sent
+}
+
+/// Reads the answer to an admission call: `None` when the service failed (gRPC status, garbage,
+/// an unknown code), so the failure mode applies.
+pub fn read_answer(
+    status_code: u32,
+    size: usize,
+    sent: &[Descriptor],
+    now_ms: u64,
+) -> Option<Verdict> {
+    if status_code != 0 {
+        return None;
+    }
+    let bytes = hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, size)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let response = decode_response(&bytes)?;
+    verdict(&response, sent, now_ms)
+}
