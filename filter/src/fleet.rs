@@ -17,7 +17,7 @@ use llm_forward_core::limits::fleet::{
     decode_response, encode_request, verdict, Descriptor, FleetSettings, Verdict, METHOD, SERVICE,
 };
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, Status};
+use proxy_wasm::types::BufferType;
 use std::cell::Cell;
 use std::time::Duration;
 
@@ -41,7 +41,7 @@ extern "C" {
         message_size: usize,
         timeout_milliseconds: u32,
         token_ptr: *mut u32,
-    ) -> Status;
+    ) -> proxy_wasm::types::Status;
 }
 
 /// One raw call (its answer reaches no context: the SDK did not register it) with an empty
@@ -71,7 +71,7 @@ fn probe(settings: &FleetSettings) -> bool {
             &mut token,
         )
     };
-    status == Status::Ok
+    status == proxy_wasm::types::Status::Ok
 }
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -89,6 +89,10 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if new.logging.group_readable != old.logging.group_readable {
         changed.push("logging.group_readable");
     }
+    // The built-in rate-limit service is started with the Redis URL.
+    if new.limits.backend != old.limits.backend {
+        changed.push("limits.backend");
+    }
     changed
 }
 
@@ -173,7 +177,8 @@ pub fn apply_env(
 }
 
 /// OpenAI-Forward's rate-limit variables: `REQ_RATE_LIMIT`, `GLOBAL_RATE_LIMIT`,
-/// `RATE_LIMIT_STRATEGY` and `TOKEN_RATE_LIMIT` (output pacing), with their documented meaning.
+/// `RATE_LIMIT_STRATEGY`, `TOKEN_RATE_LIMIT` (output pacing) and `REQ_RATE_LIMIT_BACKEND`, with
+/// their documented meaning.
 fn apply_limit_env(
     config: &mut Config,
     env: &dyn Fn(&str) -> Option<String>,
@@ -191,6 +196,21 @@ fn apply_limit_env(
         limits.strategy = v
             .parse()
             .map_err(|e: String| ConfigError::new("RATE_LIMIT_STRATEGY", e))?;
+    }
+    if let Some(v) = env("REQ_RATE_LIMIT_BACKEND").filter(|v| !v.trim().is_empty()) {
+        let v = v.trim();
+        // OpenAI-Forward shares its limits across instances through this storage URL (the python
+        // `limits` library). Redis: fleet-wide limits through the built-in rate-limit service.
+        // `memory://`: counted per instance, which is what limits without a backend do here.
+        if v.starts_with("redis://") || v.starts_with("rediss://") {
+            limits.backend = Some(v.to_string());
+        } else if !v.starts_with("memory://") {
+            return Err(ConfigError::new(
+                "REQ_RATE_LIMIT_BACKEND",
+                "only redis://… (limits shared by every gateway using that Redis) or memory:// \
+                 (limits per gateway) are supported",
+            ));
+        }
     }
     if let Some(v) = env("TOKEN_RATE_LIMIT").filter(|v| !v.trim().is_empty()) {
         limits.pacing = parse_openai_forward_limits("TOKEN_RATE_LIMIT", &v)?
@@ -261,6 +281,28 @@ mod tests {
         let bad = |name: &str| (name == "GLOBAL_RATE_LIMIT").then(|| "5/minit".to_string());
         let err = apply_env(&mut Config::default(), &bad).unwrap_err();
         assert_eq!(err.path, "GLOBAL_RATE_LIMIT");
+    }
+
+    #[test]
+    fn req_rate_limit_backend_switches_limits_fleet_wide() {
+        let mut c = Config::default();
+        let env = env_of(&[("REQ_RATE_LIMIT_BACKEND", "redis://:pw@127.0.0.1:6379/1")]);
+        apply_env(&mut c, &env).unwrap();
+        assert_eq!(
+            c.limits.backend.as_deref(),
+            Some("redis://:pw@127.0.0.1:6379/1")
+        );
+        c.validate().unwrap();
+        // memory:// is what per-gateway limits already are.
+        let mut c = Config::default();
+        apply_env(&mut c, &env_of(&[("REQ_RATE_LIMIT_BACKEND", "memory://")])).unwrap();
+        assert_eq!(c.limits.backend, None);
+        let err = apply_env(
+            &mut Config::default(),
+            &env_of(&[("REQ_RATE_LIMIT_BACKEND", "memcached://x:11211")]),
+        )
+        .unwrap_err();
+        assert_eq!(err.path, "REQ_RATE_LIMIT_BACKEND");
     }
     use std::collections::HashMap;
 

@@ -48,6 +48,9 @@ pub fn plugin_config(config: &ValidConfig) -> (FilterConfig, Vec<String>) {
     if config.raw.routes.iter().any(|r| !r.models.is_empty()) {
         notes.push("model routing (routes[].models) needs extra Envoy routes: express them as an Istio VirtualService matching the x-llm-forward-target header".to_string());
     }
+    if let Some(settings) = filter.ratelimit.as_mut() {
+        notes.extend(crate::fleet::istio_settings(&config.raw, settings));
+    }
     if !config.raw.keys.levels.is_empty() {
         notes.push("model permissions per level (keys.levels) read the request body, which needs allow_on_headers_stop_iteration (not settable in a WasmPlugin): use the sidecar-gateway deployment for them".to_string());
     }

@@ -9,6 +9,7 @@ pub mod convert;
 pub mod dotenv;
 pub mod envoy;
 pub mod http_server;
+pub mod fleet;
 pub mod istio;
 pub mod logrotate;
 pub mod migrate;

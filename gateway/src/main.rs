@@ -75,6 +75,9 @@ enum Command {
         /// With --istio: the oci:// image holding plugin.wasm (see Dockerfile.wasm).
         #[arg(long)]
         istio_image: Option<String>,
+        /// Print the envoyproxy/ratelimit YAML equivalent to the `limits:` section instead.
+        #[arg(long)]
+        ratelimit_config: bool,
     },
     /// Run only the cache service (settings from the config's `cache:` section, flags win).
     Cache {
@@ -242,10 +245,26 @@ fn main() {
             without_filter,
             istio,
             istio_image,
+            ratelimit_config,
         } => {
             let env = |k: &str| std::env::var(k).ok();
             let path = config_file::resolve_path(config.as_deref());
             match config_file::load(path.as_deref(), &env) {
+                Ok(valid) if ratelimit_config => {
+                    match llm_forward_gateway::fleet::ratelimit_yaml(&valid.raw.limits) {
+                        Ok(yaml) => {
+                            print!("{yaml}");
+                            0
+                        }
+                        Err(errors) => {
+                            eprintln!(
+                                "llm-forward: these limits cannot be rendered for envoyproxy/ratelimit:\n  {}",
+                                errors.join("\n  ")
+                            );
+                            1
+                        }
+                    }
+                }
                 Ok(valid) if istio => {
                     use llm_forward_gateway::istio;
                     let mut options = istio::IstioOptions::default();

@@ -45,7 +45,7 @@ pub fn forward_key_var(n: usize) -> String {
 // ---------------------------------------------------------------------------------------------
 
 /// OpenAI-Forward variables with an llm-forward meaning (see the README's migration table).
-pub const MAPPED: [&str; 21] = [
+pub const MAPPED: [&str; 22] = [
     "FORWARD_CONFIG",
     "OPENAI_API_KEY_CONFIG",
     "FORWARD_KEY_CONFIG",
@@ -54,6 +54,7 @@ pub const MAPPED: [&str; 21] = [
     "GLOBAL_RATE_LIMIT",
     "RATE_LIMIT_STRATEGY",
     "TOKEN_RATE_LIMIT",
+    "REQ_RATE_LIMIT_BACKEND",
     "CACHE_OPENAI",
     "CACHE_GENERAL",
     "CACHE_ROUTES",
@@ -88,7 +89,6 @@ pub fn ignored_advice(key: &str) -> Option<&'static str> {
             "the OpenAI paths are recognised by their standard names (…/chat/completions, …/completions, …/embeddings); remove it"
         }
         "CACHE_DB" => "the disk cache is one file: set cache.path (or CACHE_ROOT_PATH_OR_URL for its folder)",
-        "REQ_RATE_LIMIT_BACKEND" => "limits are counted inside each gateway (Envoy shared data); remove it",
         "DEFAULT_STREAM_RESPONSE" => "not needed: responses are always relayed as they arrive; remove it",
         "TZ" => "log timestamps are UTC (RFC 3339, `…Z`); remove it unless something else needs it",
         "WEBUI_RESTART_PORT" | "WEBUI_LOG_PORT" | "OPENAI_FORWARD_WEBUI" | "OPENAI_FORWARD_HOST" => {

@@ -265,7 +265,6 @@ fn unknown_and_deprecated_keys_get_advice() {
         "CUSTOM_MODEL_CONFIG",
         "WEBUI_RESTART_PORT",
         "TZ",
-        "REQ_RATE_LIMIT_BACKEND",
         "DEFAULT_STREAM_RESPONSE",
         "OPENAI_API_KEY",
         "FORWARD_KEY",
