@@ -126,6 +126,29 @@ enum Command {
         #[arg(long)]
         keys_env: Option<PathBuf>,
     },
+    /// Run the built-in rate-limit service (Envoy's RateLimitService over gRPC, counting in Redis).
+    Ratelimit {
+        /// host:port or unix:/path (the socket is created 0600).
+        #[arg(
+            long,
+            env = "LLM_FORWARD_RATELIMIT_LISTEN",
+            default_value = "127.0.0.1:8081"
+        )]
+        listen: String,
+        /// redis://[[user]:password@]host[:port][/db]
+        #[arg(
+            long,
+            env = "LLM_FORWARD_RATELIMIT_REDIS",
+            default_value = "redis://127.0.0.1:6379"
+        )]
+        redis: String,
+        /// Deadline of one call's Redis work; past it the call answers UNAVAILABLE.
+        #[arg(long, default_value_t = 15)]
+        redis_timeout_ms: u64,
+        /// Limits for descriptors without a `limit` override, in envoyproxy/ratelimit's YAML format.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Run only the mock OpenAI-compatible upstream (for demos and benchmarks).
     Mock {
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -351,6 +374,19 @@ fn main() {
             }
         }
         Command::Migrate { .. } => 0,
+        Command::Ratelimit {
+            listen,
+            redis,
+            redis_timeout_ms,
+            config,
+        } => runtime.block_on(llm_forward_gateway::ratelimit::cli(
+            llm_forward_gateway::ratelimit::CliOptions {
+                listen,
+                redis,
+                redis_timeout_ms,
+                config,
+            },
+        )),
         Command::Mock { listen } => runtime.block_on(async move {
             match llm_forward_gateway::mock::MockUpstream::start(listen).await {
                 Ok(mock) => {

@@ -1,0 +1,127 @@
+//! Where the service listens: `host:port` (TCP) or `unix:/path` (a Unix socket, mode 0600, for
+//! an Envoy on the same host: its cluster uses a `pipe` address).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A listen address as given on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// `host:port`; the host may be a name (`0.0.0.0:8081`, `localhost:0`).
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+impl Listen {
+    pub fn parse(s: &str) -> Result<Listen, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs a path (unix:/run/llm-forward/ratelimit.sock)".into());
+            }
+            return Ok(Listen::Unix(PathBuf::from(path)));
+        }
+        match s.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                Ok(Listen::Tcp(s.to_string()))
+            }
+            _ => Err(format!(
+                "`{s}`: expected host:port (127.0.0.1:8081) or unix:/path"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Tcp(a) => write!(f, "{a}"),
+            Listen::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// The address actually bound (the port is known when `:0` was asked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BoundAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for BoundAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BoundAddr::Tcp(a) => write!(f, "{a}"),
+            BoundAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// A bound listener.
+pub enum Bound {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+pub async fn bind(listen: &Listen) -> Result<(Bound, BoundAddr), String> {
+    match listen {
+        Listen::Tcp(a) => {
+            let l = tokio::net::TcpListener::bind(a.as_str())
+                .await
+                .map_err(|e| format!("cannot listen on {a}: {e}"))?;
+            let addr = l.local_addr().map_err(|e| e.to_string())?;
+            Ok((Bound::Tcp(l), BoundAddr::Tcp(addr)))
+        }
+        Listen::Unix(path) => {
+            remove_stale_socket(path)?;
+            let l = tokio::net::UnixListener::bind(path)
+                .map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))?;
+            restrict(path)?;
+            Ok((Bound::Unix(l), BoundAddr::Unix(path.clone())))
+        }
+    }
+}
+
+/// A socket file left by a previous run is replaced; any other file is not touched.
+fn remove_stale_socket(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)
+            .map_err(|e| format!("cannot replace {}: {e}", path.display())),
+        Ok(_) => Err(format!(
+            "{} exists and is not a socket; not replacing it",
+            path.display()
+        )),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Only this user may connect (the folder holding it should be private too).
+fn restrict(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("cannot chmod 0600 {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse() {
+        assert_eq!(
+            Listen::parse("127.0.0.1:8081").unwrap(),
+            Listen::Tcp("127.0.0.1:8081".into())
+        );
+        assert_eq!(
+            Listen::parse("[::1]:0").unwrap(),
+            Listen::Tcp("[::1]:0".into())
+        );
+        assert_eq!(
+            Listen::parse("unix:/run/x.sock").unwrap(),
+            Listen::Unix("/run/x.sock".into())
+        );
+        for bad in ["unix:", "8081", ":8081", "host:port", "host:99999"] {
+            assert!(Listen::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
