@@ -297,6 +297,11 @@ impl HttpContext for RequestFilter {
             if let (Some(log), Some(ex)) = (self.chatlog.as_mut(), self.exchange.as_mut()) {
                 log.on_request_chunk(ex, body_size, end_of_stream);
             }
+            if self.rls_waiting() {
+                // Held until the rate-limit service answers: `Continue` here would let the
+                // headers and body go upstream before the decision.
+                return Action::Pause;
+            }
             return Action::Continue;
         }
         let plugin = Rc::clone(&self.plugin);

@@ -108,6 +108,7 @@ pub fn banner(
                 limits.pacing.len()
             ),
         ));
+        rows.push(("limits counted".into(), limits_counted(limits)));
     }
     let cache = &config.raw.cache;
     rows.push((
@@ -183,6 +184,28 @@ fn summarize_timeouts(config: &ValidConfig) -> String {
             r.connect_timeout, r.timeout, r.stream_idle_timeout, r.retries
         ),
         None => String::new(),
+    }
+}
+
+/// Where limits are counted: per gateway, or fleet-wide (never the Redis password).
+fn limits_counted(limits: &llm_forward_core::limits::config::LimitsConfig) -> String {
+    let how = format!(
+        "domain {}, timeout {} ms, failure mode {}",
+        limits.domain,
+        limits.timeout_ms,
+        if limits.failure_mode.is_open() {
+            "open"
+        } else {
+            "closed"
+        }
+    );
+    match (&limits.backend, &limits.service) {
+        (Some(url), _) => format!(
+            "fleet-wide: built-in rate-limit service on Redis {}, {how}",
+            crate::redis_client::redact(url)
+        ),
+        (None, Some(service)) => format!("fleet-wide: rate-limit service {service}, {how}"),
+        (None, None) => "per gateway (this Envoy's shared data)".into(),
     }
 }
 

@@ -91,6 +91,11 @@ impl RuntimeDir {
     pub fn cache_socket(&self) -> PathBuf {
         self.path().join("cache.sock")
     }
+
+    /// The built-in rate-limit service's socket (fleet-wide limits, `limits.backend`).
+    pub fn ratelimit_socket(&self) -> PathBuf {
+        self.path().join("ratelimit.sock")
+    }
 }
 
 /// Variables of the working folder Envoy must not inherit: all of them except those the config
@@ -189,13 +194,32 @@ async fn run_inner(options: RunOptions) -> Result<i32, String> {
     crate::render::create_log_dirs(&config, &log_dir.display().to_string())
         .map_err(|e| format!("cannot create log folder {}: {e}", log_dir.display()))?;
     let runtime_dir = RuntimeDir::create()?;
+    // Fleet-wide limits on Redis: the built-in rate-limit service runs in this process, on this
+    // runtime, on a 0600 Unix socket in the private runtime folder (reachable by Envoy and this
+    // process only; gateways on one host never collide); Envoy's `llm_forward_ratelimit` cluster
+    // is rendered with that `pipe` address. Kept alive for the whole run.
+    let _ratelimit = match &config.raw.limits.backend {
+        Some(url) => {
+            let listen = crate::ratelimit::listen::Listen::Unix(runtime_dir.ratelimit_socket());
+            let mut options = crate::ratelimit::Options::new(listen, url);
+            // Redis must answer a little before the filter stops waiting, so a slow Redis gives
+            // a clean UNAVAILABLE (and the failure mode) rather than a filter-side timeout.
+            options.redis_timeout = ratelimit_redis_timeout(config.raw.limits.timeout_ms);
+            let server = crate::ratelimit::RateLimitServer::start(options)
+                .await
+                .map_err(|e| format!("cannot start the rate-limit service: {e}"))?;
+            Some(server)
+        }
+        None => None,
+    };
+    let ratelimit_address = _ratelimit.as_ref().map(|s| s.addr().to_string());
     let render_options = RenderOptions {
         wasm_path: wasm.display().to_string(),
         log_dir: log_dir.display().to_string(),
         ca_bundle: default_ca_bundle(),
         admin_socket: Some(runtime_dir.admin_socket()),
         cache_socket: Some(runtime_dir.cache_socket()),
-        ratelimit_address: None,
+        ratelimit_address: ratelimit_address.clone(),
     };
     let admin = crate::render::admin_address(&config, &render_options);
     if let ListenAddr::Tcp(a) = &admin {
@@ -257,6 +281,9 @@ async fn run_inner(options: RunOptions) -> Result<i32, String> {
         ));
     }
     let access_log = log_dir.join("access.log");
+    if let Some(address) = &ratelimit_address {
+        println!("rate-limit service: {address} (built-in, Redis limits.backend)");
+    }
     print!(
         "{}",
         banner(
@@ -338,6 +365,12 @@ async fn run_inner(options: RunOptions) -> Result<i32, String> {
     let code = supervise(&mut envoy, reloader.as_mut()).await;
     drop(runtime_dir);
     Ok(code)
+}
+
+/// The built-in rate-limit service's Redis deadline for a filter timeout of `timeout_ms`: three
+/// quarters of it (15 ms for the default 20 ms).
+pub fn ratelimit_redis_timeout(timeout_ms: u64) -> Duration {
+    Duration::from_millis((timeout_ms.saturating_mul(3) / 4).max(1))
 }
 
 /// Environment for Envoy carrying the keys the filter resolves at configure time: `file:` secrets

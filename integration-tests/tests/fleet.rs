@@ -1,0 +1,363 @@
+//! Fleet-wide limits (`limits.backend: redis://…`): several real Envoys, each with its own built-in
+//! rate-limit service (`llm-forward ratelimit`, in this process), one real `redis-server`, all on
+//! free loopback ports. docs/fleet-limits.md describes the behaviour checked here.
+
+use llm_forward_core::config::Config;
+use llm_forward_core::limits::config::{LimitRule, LimitsConfig, Per};
+use llm_forward_core::limits::fleet::FailureMode;
+use llm_forward_core::limits::parse_limit;
+use llm_forward_gateway::ratelimit::listen::Listen;
+use llm_forward_gateway::ratelimit::{Options, RateLimitServer};
+use llm_forward_gateway::redis_server::RedisServer;
+use llm_forward_integration_tests::*;
+use serde_json::json;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Barrier;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const CHAT: &str = "/v1/chat/completions";
+
+fn mock() -> MockUpstream {
+    MockUpstream::spawn(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap()
+}
+
+fn rule(limit: &str) -> LimitRule {
+    LimitRule {
+        path: CHAT.into(),
+        limit: parse_limit(limit).unwrap(),
+        per: Per::Key,
+        level: None,
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Waits until at least `room_ms` are left in the current aligned window of `period_ms`, so the
+/// test cannot straddle a window edge (the service counts fixed windows aligned to the clock).
+fn wait_for_room(period_ms: u64, room_ms: u64) {
+    let into = now_ms() % period_ms;
+    if period_ms - into < room_ms {
+        std::thread::sleep(Duration::from_millis(period_ms - into + 20));
+    }
+}
+
+/// One gateway of the fleet: its Envoy and its own built-in rate-limit service.
+struct Member {
+    gw: Gateway,
+    _rls: RateLimitServer,
+}
+
+/// `n` gateways sharing `redis` through their own rate-limit services. The service's Redis deadline
+/// follows the filter timeout as `llm-forward run` sets it.
+fn fleet(n: usize, up: &MockUpstream, redis: &RedisServer, limits: &LimitsConfig) -> Vec<Member> {
+    (0..n)
+        .map(|_| {
+            let mut options = Options::new(Listen::Tcp("127.0.0.1:0".into()), redis.url());
+            options.redis_timeout =
+                llm_forward_gateway::run::ratelimit_redis_timeout(limits.timeout_ms);
+            let rls = RateLimitServer::spawn(options).unwrap();
+            let mut c: Config = config_for(&up.base_url());
+            c.limits = limits.clone();
+            c.limits.backend = Some(redis.url());
+            let gw = Gateway::start_with_ratelimit(c, Some(&rls.addr().to_string()));
+            Member { gw, _rls: rls }
+        })
+        .collect()
+}
+
+fn chat_body() -> serde_json::Value {
+    json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+}
+
+fn chat(gw: &Gateway, key: &str, extra: &[(&str, &str)]) -> reqwest::blocking::Response {
+    let mut req = client()
+        .post(gw.url(CHAT))
+        .header("authorization", format!("Bearer {key}"))
+        .json(&chat_body());
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    req.send().unwrap()
+}
+
+/// Polls `f` until it is true (a charge is fire-and-forget: it lands shortly after the response).
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "not within 10 s: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn vms_created(gw: &Gateway) -> u64 {
+    gw.stat("wasm.envoy.wasm.runtime.v8.created")
+        .expect("Envoy exposes wasm.envoy.wasm.runtime.v8.created")
+}
+
+#[test]
+fn three_gateways_admit_exactly_the_limit_of_64_concurrent_clients() {
+    let up = mock();
+    let redis = RedisServer::start();
+    // A generous timeout and failure mode closed: a slow answer on this shared machine shows up as
+    // a 503 (and fails the count) instead of silently letting an extra request through.
+    let limits = LimitsConfig {
+        requests: vec![rule("10/minute")],
+        timeout_ms: 5_000,
+        failure_mode: FailureMode::Closed,
+        ..LimitsConfig::default()
+    };
+    let members = fleet(3, &up, &redis, &limits);
+    // The fixed minute window must not end during the burst.
+    wait_for_room(60_000, 20_000);
+    let barrier = Barrier::new(64);
+    let results: Vec<(usize, u16, Option<String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..64)
+            .map(|i| {
+                let gw = &members[i % 3].gw;
+                let barrier = &barrier;
+                s.spawn(move || {
+                    let c = client();
+                    barrier.wait();
+                    let r = c
+                        .post(gw.url(CHAT))
+                        .header("authorization", "Bearer sk-shared")
+                        .json(&chat_body())
+                        .send()
+                        .unwrap();
+                    let remaining = r
+                        .headers()
+                        .get("x-ratelimit-remaining-requests")
+                        .and_then(|v| v.to_str().ok())
+                        .map(String::from);
+                    (i % 3, r.status().as_u16(), remaining)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok = results.iter().filter(|r| r.1 == 200).count();
+    let limited = results.iter().filter(|r| r.1 == 429).count();
+    assert_eq!((ok, limited), (10, 54), "{results:?}");
+    assert_eq!(
+        up.request_count(),
+        10,
+        "refused requests never reach the upstream"
+    );
+    // Every gateway took part in refusing: the budget is one, not one per gateway.
+    for g in 0..3 {
+        assert!(
+            results.iter().any(|r| r.0 == g && r.1 == 429),
+            "gateway {g}: {results:?}"
+        );
+    }
+    // The admitted ones saw OpenAI's headers from the shared count: remaining 0..=9, each once.
+    let mut remaining: Vec<u64> = results
+        .iter()
+        .filter(|r| r.1 == 200)
+        .map(|r| r.2.as_deref().unwrap().parse().unwrap())
+        .collect();
+    remaining.sort_unstable();
+    assert_eq!(remaining, (0..10).collect::<Vec<u64>>());
+    // A refused request has the OpenAI shape and Retry-After.
+    let r = chat(&members[0].gw, "sk-shared", &[]);
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(r.headers()["x-ratelimit-limit-requests"], "10");
+    let body: serde_json::Value = r.json().unwrap();
+    assert_eq!(body["error"]["type"], "requests");
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("10 per 1 minute"));
+    for m in &members {
+        assert_eq!(
+            m.gw.stat("wasmcustom.llm_forward.ratelimit_service_failed_total"),
+            Some(0)
+        );
+    }
+}
+
+#[test]
+fn a_token_quota_spent_at_one_gateway_refuses_at_another() {
+    let up = mock();
+    let redis = RedisServer::start();
+    let limits = LimitsConfig {
+        tokens: vec![rule("100/hour")],
+        timeout_ms: 5_000,
+        ..LimitsConfig::default()
+    };
+    wait_for_room(3_600_000, 60_000);
+    let members = fleet(2, &up, &redis, &limits);
+    let (a, b) = (&members[0].gw, &members[1].gw);
+    // Before: the budget is open at B, nothing charged yet.
+    let r = chat(b, "sk-t", &[]);
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-ratelimit-limit-tokens"], "100");
+    assert_eq!(r.headers()["x-ratelimit-remaining-tokens"], "100");
+    // Spend it at A: 10 prompt + 200 completion tokens, charged after the response.
+    let r = chat(a, "sk-t", &[("x-mock-completion-tokens", "200")]);
+    assert_eq!(r.status(), 200);
+    eventually("the charge made at A refuses at B", || {
+        chat(b, "sk-t", &[]).status() == 429
+    });
+    let r = chat(b, "sk-t", &[]);
+    let body: serde_json::Value = r.json().unwrap();
+    assert_eq!(body["error"]["type"], "tokens");
+    // Another caller's budget is untouched.
+    assert_eq!(chat(b, "sk-other", &[]).status(), 200);
+}
+
+/// Opens a streaming chat request, reads until the first content chunk, then drops the connection
+/// (before the usage chunk).
+fn stream_and_disconnect(gw: &Gateway, key: &str) {
+    let body = json!({"model": "gpt-4o", "stream": true,
+        "messages": [{"role": "user", "content": "tell me a long story"}]})
+    .to_string();
+    let mut s = TcpStream::connect(gw.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST {CHAT} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\n\
+         x-mock-chunks: 40\r\nx-mock-delay-ms: 100\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("tok0") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "stream ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"));
+    drop(s);
+}
+
+#[test]
+fn a_stream_cancelled_before_its_usage_chunk_is_still_charged() {
+    let up = mock();
+    let redis = RedisServer::start();
+    let limits = LimitsConfig {
+        tokens: vec![rule("20/hour")],
+        timeout_ms: 5_000,
+        ..LimitsConfig::default()
+    };
+    wait_for_room(3_600_000, 60_000);
+    let members = fleet(2, &up, &redis, &limits);
+    let (a, b) = (&members[0].gw, &members[1].gw);
+    stream_and_disconnect(a, "sk-abort");
+    // The estimate (request and streamed bytes / 4) exceeds the 20-token budget.
+    eventually("the aborted stream was charged", || {
+        chat(b, "sk-abort", &[]).status() == 429
+    });
+    eventually("counted as an estimate", || {
+        a.gw_stat("wasmcustom.llm_forward.limit_charge_estimated_total") >= 1
+    });
+}
+
+trait Stat {
+    fn gw_stat(&self, name: &str) -> u64;
+}
+
+impl Stat for Gateway {
+    fn gw_stat(&self, name: &str) -> u64 {
+        self.stat(name).unwrap_or(0)
+    }
+}
+
+#[test]
+fn redis_down_applies_the_failure_mode_within_the_timeout_and_limits_come_back() {
+    let up = mock();
+    let mut redis = RedisServer::start();
+    let closed = LimitsConfig {
+        requests: vec![rule("3/hour")],
+        timeout_ms: 200,
+        failure_mode: FailureMode::Closed,
+        ..LimitsConfig::default()
+    };
+    let open = LimitsConfig {
+        failure_mode: FailureMode::Open,
+        ..closed.clone()
+    };
+    wait_for_room(3_600_000, 60_000);
+    let members_closed = fleet(1, &up, &redis, &closed);
+    let members_open = fleet(1, &up, &redis, &open);
+    let (gc, go) = (&members_closed[0].gw, &members_open[0].gw);
+    let vms = (vms_created(gc), vms_created(go));
+    assert_eq!(chat(gc, "sk-f", &[]).status(), 200);
+
+    redis.kill();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let r = chat(gc, "sk-f", &[]);
+        let took = started.elapsed();
+        assert_eq!(r.status(), 503);
+        let body: serde_json::Value = r.json().unwrap();
+        assert_eq!(body["error"]["code"], "rate_limit_service_unavailable");
+        // Bounded by the timeout (200 ms), not hanging; generous slack for a loaded machine.
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        // Failure mode open: let through, never a hang.
+        assert_eq!(chat(go, "sk-f2", &[]).status(), 200);
+    }
+    assert!(gc.gw_stat("wasmcustom.llm_forward.ratelimit_service_failed_total") >= 5);
+    assert_eq!(
+        (vms_created(gc), vms_created(go)),
+        vms,
+        "no VM failed (FAIL_RELOAD would have created new ones)"
+    );
+
+    // Back: a fresh Redis (the windows are lost) enforces the limit again.
+    redis.restart().unwrap();
+    eventually("limits are enforced again after Redis restarts", || {
+        chat(gc, "sk-back", &[]).status() == 429
+    });
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| chat(go, "sk-back2", &[]).status().as_u16())
+        .collect();
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429));
+    assert_eq!(chat(go, "sk-back2", &[]).status(), 429);
+    assert_eq!((vms_created(gc), vms_created(go)), vms);
+}
+
+#[test]
+fn garbage_answers_from_the_service_never_trap_the_vm() {
+    // The rate-limit cluster points at a port where a plain TCP server answers garbage.
+    let up = mock();
+    let garbage = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let garbage_addr = garbage.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut conn in garbage.incoming().flatten() {
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\n\r\nnot grpc at all\xff\xfe");
+        }
+    });
+    let mut c = config_for(&up.base_url());
+    c.limits = LimitsConfig {
+        requests: vec![rule("3/hour")],
+        timeout_ms: 300,
+        failure_mode: FailureMode::Closed,
+        backend: Some("redis://127.0.0.1:1".into()),
+        ..LimitsConfig::default()
+    };
+    let gw = Gateway::start_with_ratelimit(c, Some(&garbage_addr.to_string()));
+    let vms = vms_created(&gw);
+    for _ in 0..4 {
+        assert_eq!(chat(&gw, "sk-g", &[]).status(), 503);
+    }
+    assert_eq!(vms_created(&gw), vms);
+}
