@@ -191,4 +191,118 @@ mod tests {
         );
         assert!(notes[0].contains("appProtocol: grpc"));
     }
+
+    /// The filter's hand-declared messages (core) against envoy-types' generated ones: the field
+    /// numbers and types agree both ways.
+    #[test]
+    fn core_wire_messages_match_envoy_types() {
+        use envoy_types::pb::envoy::service::ratelimit::v3 as rls;
+        use llm_forward_core::limits::fleet as core_fleet;
+        use prost::Message;
+        let spec = llm_forward_core::limits::parse_limit("10/minute;5/10seconds").unwrap();
+        let d = core_fleet::descriptors(
+            RuleKind::Tokens,
+            "abc",
+            &spec,
+            "name:team",
+            llm_forward_core::limits::Strategy::SlidingWindow,
+            42,
+        );
+        let bytes = core_fleet::encode_request("llm-forward", &d);
+        let req = rls::RateLimitRequest::decode(bytes.as_slice()).unwrap();
+        assert_eq!(req.domain, "llm-forward");
+        assert_eq!(req.hits_addend, 0);
+        assert_eq!(req.descriptors.len(), 2);
+        let first = &req.descriptors[0];
+        let entries: Vec<(&str, &str)> = first
+            .entries
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_str()))
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                ("rule", "tokens:abc:0"),
+                ("subject", "name:team"),
+                ("strategy", "sliding")
+            ]
+        );
+        let limit = first.limit.as_ref().unwrap();
+        assert_eq!(limit.requests_per_unit, 10);
+        assert_eq!(
+            limit.unit,
+            envoy_types::pb::envoy::r#type::v3::RateLimitUnit::Minute as i32
+        );
+        assert_eq!(first.hits_addend.as_ref().map(|v| v.value), Some(42));
+        let second = &req.descriptors[1];
+        assert_eq!(second.entries[2].key, "window_ms");
+        assert_eq!(second.entries[2].value, "10000");
+        assert_eq!(
+            second.limit.as_ref().unwrap().unit,
+            envoy_types::pb::envoy::r#type::v3::RateLimitUnit::Second as i32
+        );
+
+        // A response built with envoy-types, read by the filter's structs.
+        use rls::rate_limit_response::{rate_limit::Unit, Code, DescriptorStatus, RateLimit};
+        let response = rls::RateLimitResponse {
+            overall_code: Code::OverLimit as i32,
+            statuses: vec![
+                DescriptorStatus {
+                    code: Code::Ok as i32,
+                    current_limit: Some(RateLimit {
+                        name: String::new(),
+                        requests_per_unit: 10,
+                        unit: Unit::Minute as i32,
+                    }),
+                    limit_remaining: 4,
+                    duration_until_reset: Some(envoy_types::pb::google::protobuf::Duration {
+                        seconds: 30,
+                        nanos: 500_000_000,
+                    }),
+                    quota: None,
+                },
+                DescriptorStatus {
+                    code: Code::OverLimit as i32,
+                    current_limit: Some(RateLimit {
+                        name: "x".into(),
+                        requests_per_unit: 5,
+                        unit: Unit::Second as i32,
+                    }),
+                    limit_remaining: 0,
+                    duration_until_reset: Some(envoy_types::pb::google::protobuf::Duration {
+                        seconds: 7,
+                        nanos: 0,
+                    }),
+                    quota: None,
+                },
+            ],
+            ..Default::default()
+        };
+        let ours = core_fleet::decode_response(&response.encode_to_vec()).unwrap();
+        assert_eq!(ours.overall_code, core_fleet::code::OVER_LIMIT);
+        assert_eq!(ours.statuses[0].limit_remaining, 4);
+        assert_eq!(
+            ours.statuses[0]
+                .current_limit
+                .as_ref()
+                .unwrap()
+                .requests_per_unit,
+            10
+        );
+        assert_eq!(
+            ours.statuses[0]
+                .duration_until_reset
+                .as_ref()
+                .unwrap()
+                .nanos,
+            500_000_000
+        );
+        let v = core_fleet::verdict(&ours, &d, 0).unwrap();
+        assert_eq!(v.refused, Some((RuleKind::Tokens, 1)));
+        let tokens = v.tokens.unwrap();
+        assert_eq!(
+            (tokens.limit, tokens.remaining, tokens.reset_after_ms),
+            (5, 0, 7_000)
+        );
+    }
 }
