@@ -503,3 +503,38 @@ impl Drop for RunningGateway {
         let _ = self.child.wait();
     }
 }
+
+/// Sends a streaming chat request over a raw connection (`extra_headers` as `name: value` lines),
+/// reads until the first content chunk (`tok0`, the mock's first piece), then drops the connection,
+/// before the stream (and its usage chunk) ends. Returns what was read.
+pub fn stream_then_disconnect(
+    addr: SocketAddr,
+    path: &str,
+    key: &str,
+    extra_headers: &str,
+) -> String {
+    let body = serde_json::json!({"model": "gpt-4o", "stream": true,
+        "messages": [{"role": "user", "content": "tell me a long story"}]})
+    .to_string();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n{extra_headers}\
+         x-mock-chunks: 40\r\nx-mock-delay-ms: 100\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("tok0") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "stream ended early: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}

@@ -418,6 +418,66 @@ fn a_token_quota_blocks_after_a_large_answer_and_reopens_next_window() {
     assert_eq!(again.headers()["x-ratelimit-remaining-tokens"], "1000");
 }
 
+/// Issue 15 item 5: a client that leaves before the usage chunk, or a body the filter did not read
+/// (so `include_usage` was not injected), is still charged, from an estimate.
+#[test]
+fn streams_without_usage_are_charged_an_estimate() {
+    let up = mock();
+    let gw = Gateway::start(with_limits(
+        &up,
+        LimitsConfig {
+            tokens: vec![rule(CHAT, "20/hour", Per::Key, None)],
+            ..LimitsConfig::default()
+        },
+    ));
+    let key = |k: &str| format!("Bearer {k}");
+    // Aborted before the usage chunk.
+    let seen = stream_then_disconnect(
+        gw.addr(),
+        CHAT,
+        "sk-abort",
+        "content-type: application/json\r\n",
+    );
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    // Not read by the filter (not declared JSON): no include_usage, the stream has no usage.
+    let resp = client()
+        .post(gw.url(CHAT))
+        .header("authorization", key("sk-unread"))
+        .header("content-type", "text/plain")
+        .header("x-mock-chunks", "3")
+        .body(
+            json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]})
+                .to_string(),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().unwrap();
+    assert!(!text.contains("\"usage\":{"), "{text}");
+    // Both were charged (≥ the 20-token budget): their next requests are refused.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for k in ["sk-abort", "sk-unread"] {
+        loop {
+            let status = chat(&gw, &[("authorization", &key(k))]).status();
+            if status == 429 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{k} was never charged");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert!(
+        gw.stat("wasmcustom.llm_forward.limit_charge_estimated_total")
+            .unwrap_or(0)
+            >= 2
+    );
+    // A caller with real usage is charged that, not an estimate: another key is untouched.
+    assert_eq!(
+        chat(&gw, &[("authorization", "Bearer sk-fresh")]).status(),
+        200
+    );
+}
+
 #[test]
 fn a_streamed_answer_is_charged_and_the_client_sees_no_injected_usage() {
     let up = mock();
