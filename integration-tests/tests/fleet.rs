@@ -337,3 +337,70 @@ fn garbage_answers_from_the_service_never_trap_the_vm() {
     }
     assert_eq!(vms_created(&gw), vms);
 }
+
+/// `llm-forward run` with no arguments in `dir`; ports from the real environment (the `.env` is the
+/// user's, unchanged). The built-in rate-limit service picks a free port by itself.
+fn run_in(dir: &TempDir, port: u16) -> RunningGateway {
+    let mut cmd = gateway_command();
+    cmd.arg("run")
+        .env("LLM_FORWARD_PORT", port.to_string())
+        .env("LLM_FORWARD_ADMIN_PORT", free_port().to_string())
+        .env("LLM_FORWARD_ADDRESS", "127.0.0.1")
+        .env("LLM_FORWARD_CONCURRENCY", "2")
+        .env("CACHE_PORT", free_port().to_string())
+        .current_dir(&dir.0);
+    RunningGateway::spawn(cmd, "ready to serve")
+}
+
+#[test]
+fn two_run_gateways_from_one_openai_forward_env_share_the_budget() {
+    let up = mock();
+    let redis = RedisServer::start();
+    let env = format!(
+        r#"FORWARD_CONFIG=[{{"base_url":"{}","route":"/","type":"openai"}}]
+OPENAI_API_KEY_CONFIG={{"sk-real-upstream": [0]}}
+FORWARD_KEY_CONFIG={{"0": ["fk-team"]}}
+REQ_RATE_LIMIT={{"/v1/chat/completions":[{{"level":0,"limit":"10/minute"}}]}}
+REQ_RATE_LIMIT_BACKEND=redis://127.0.0.1:{}
+"#,
+        up.base_url(),
+        redis.port
+    );
+    let (dir_a, dir_b) = (TempDir::new("fleet-env-a"), TempDir::new("fleet-env-b"));
+    std::fs::write(dir_a.0.join(".env"), &env).unwrap();
+    std::fs::write(dir_b.0.join(".env"), &env).unwrap();
+    let (port_a, port_b) = (free_port(), free_port());
+    let a = run_in(&dir_a, port_a);
+    let b = run_in(&dir_b, port_b);
+    for gw in [&a, &b] {
+        let out = gw.output();
+        assert!(
+            out.contains("fleet-wide: built-in rate-limit service on Redis redis://127.0.0.1:"),
+            "{out}"
+        );
+        assert!(!out.contains("REQ_RATE_LIMIT_BACKEND is ignored"), "{out}");
+    }
+    wait_for_room(60_000, 20_000);
+    // Alternating between the two gateways: one budget of 10, not 10 each.
+    let statuses: Vec<u16> = (0..30)
+        .map(|i| {
+            let port = if i % 2 == 0 { port_a } else { port_b };
+            client()
+                .post(format!("http://127.0.0.1:{port}{CHAT}"))
+                .bearer_auth("fk-team")
+                .json(&chat_body())
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+        .collect();
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(ok, 10, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        20,
+        "{statuses:?}"
+    );
+    assert_eq!(up.request_count(), 10);
+}
