@@ -10,6 +10,8 @@ Variants, all in front of the same fast upstream (the gateway's Rust mock):
      (the key's level restricts models, so the body is held and parsed; c0, only with --only:
      the same with a level-0 key, no model check, nothing held)
   d  c + cache hits (every request answered from the cache)
+  l  c with fleet-wide limits: the same rules counted by the built-in rate-limit service
+     (`llm-forward ratelimit`) in a local redis-server, one gRPC call per request (compare with c)
   e  streaming: a 100-chunk SSE answer through c, bytes/s and time to first byte
   o  OpenAI-Forward (`aifd run`), configured equivalently, when --openai-forward is given and it installs
 
@@ -316,6 +318,33 @@ def main():
                             raise RuntimeError(f"warm-up request was not a cache hit (x-cache: {r.headers.get('x-cache')})")
                 except (RuntimeError, OSError) as e:
                     print(f"variant d{suffix} unavailable: {e}")
+        if want("l"):
+            try:
+                redis_port, rls_port = free_port(), free_port()
+                redis = Proc(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no"], tmp / "redis.log")
+                procs.append(redis)
+                rls = Proc([str(GATEWAY), "ratelimit", "--listen", f"127.0.0.1:{rls_port}",
+                            "--redis", f"redis://127.0.0.1:{redis_port}"], tmp / "ratelimit.log")
+                procs.append(rls)
+                deadline = time.time() + 10
+                while True:
+                    try:
+                        socket.create_connection(("127.0.0.1", rls_port), 0.2).close()
+                        break
+                    except OSError:
+                        if time.time() > deadline:
+                            raise RuntimeError("llm-forward ratelimit did not listen")
+                        time.sleep(0.05)
+                fleet_cfg = feature_config(cfg())
+                # The built-in service, addressed as `limits.service` so `render` points the cluster
+                # at this port (`run` does the same with `limits.backend` and a port it picks).
+                fleet_cfg["limits"]["service"] = f"grpc://127.0.0.1:{rls_port}"
+                url, p = envoy_variant("l", fleet_cfg, FILTER)
+                variants["l"] = (url, auth, p)
+                fleet_admin = fleet_cfg["server"]["admin_port"]
+            except (RuntimeError, OSError) as e:
+                print(f"variant l unavailable: {e}")
         # Optional variants measuring defaults (only with --only): f0 with logging.metrics off, with
         # cache.openai off (on by default: every chat body is held to look for `caching`), both off;
         # c without chat logs.
@@ -355,6 +384,7 @@ def main():
             "a": "a upstream alone", "b": "b plain Envoy", "g": "g no-op wasm filter",
             "f0": "   llm-forward, no features", "c": "c keys+IP+limits+logs",
             "c0": "   c, level-0 key (body not held)", "d": "d c + cache hits",
+            "l": "l c, limits fleet-wide (RLS+Redis)",
             "o": "o OpenAI-Forward", "f0m": "   f0, logging.metrics off", "f0k": "   f0, cache.openai off",
             "f0x": "   f0, cache.openai + metrics off",
             "cm": "   c, chat log off (metrics on)", "cn": "   c, chat log and metrics off",
@@ -395,6 +425,12 @@ def main():
                 got = {k: int(float(v)) for k, v in re.findall(r"llm_forward_cache_(hits|misses)_total(?:\{[^}]*\})?\s+([\d.e+]+)", text)}
                 print(f"\n{n}: cache service hits {got.get('hits', 0)}, misses {got.get('misses', 0)}")
         print()
+        if "l" in names and "c" in names:
+            with urllib.request.urlopen(f"http://127.0.0.1:{fleet_admin}/stats?filter=ratelimit_service_failed") as r:
+                failed = r.read().decode().strip() or "none"
+            print(f"fleet-wide limits (l) vs per-gateway limits (c): {med['l']:.0f} vs {med['c']:.0f} req/s "
+                  f"({med['l'] / med['c']:.2f}), p99 {summary['l']['p99']:.2f} vs {summary['c']['p99']:.2f} ms "
+                  f"(+{summary['l']['p99'] - summary['c']['p99']:.2f} ms); service failures (fail-open): {failed}")
         for a, b in (("c", "b"), ("d", "b"), ("g", "b"), ("f0", "b"), ("c", "o")):
             if a in med and b in med:
                 print(f"ratio {a}/{b} = {med[a] / med[b]:.2f} (req/s)" + (
