@@ -9,9 +9,11 @@
 //!   stream does not cancel it; its answer is ignored.
 //! - Every failure (no cluster, gRPC status, garbage, timeout) becomes `limits.failure_mode`.
 //!
-//! The SDK's `dispatch_grpc_call` panics when Envoy answers `BadArgument` (no such cluster), which
-//! would trap the VM. So each worker first probes the cluster once through the raw ABI, which
-//! returns the status instead (see [`cluster_exists`]).
+//! The SDK's `dispatch_grpc_call` panics on any host status other than Ok, ParseFailure and
+//! InternalFailure, and Envoy's `grpcCall` documents `BadArgument` for an unknown cluster (Envoy
+//! 1.40 here answered without trapping, but the SDK gives no guarantee). So each worker first
+//! probes the cluster once through the raw ABI, which returns the status instead (see
+//! [`ClusterProbe::cluster_exists`]), and logs a clear error when it is missing.
 
 use llm_forward_core::limits::fleet::{
     decode_response, encode_request, verdict, Descriptor, FleetSettings, Verdict, METHOD, SERVICE,

@@ -116,6 +116,16 @@ impl Gateway {
     /// With fleet-wide limits (`limits.backend`): the built-in rate-limit service's address
     /// (`host:port` or `unix:/path`), as `llm-forward run` passes it.
     pub fn start_with_ratelimit(config: Config, ratelimit_address: Option<&str>) -> Gateway {
+        Gateway::start_edited(config, ratelimit_address, |_| {})
+    }
+
+    /// Like [`Gateway::start_with_ratelimit`], with the rendered bootstrap changed by `edit` first
+    /// (fault tests: a cluster removed, …).
+    pub fn start_edited(
+        config: Config,
+        ratelimit_address: Option<&str>,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> Gateway {
         let valid = config
             .clone()
             .validate()
@@ -132,12 +142,11 @@ impl Gateway {
             ratelimit_address: ratelimit_address.map(str::to_string),
         };
         let yaml_path = dir.0.join("envoy.yaml");
+        let mut rendered = bootstrap(&valid, &options);
+        edit(&mut rendered);
         // As `run` writes it: owner-only, as it may hold literal keys.
-        llm_forward_gateway::private_files::write_atomic(
-            &yaml_path,
-            to_yaml(&bootstrap(&valid, &options)).as_bytes(),
-        )
-        .unwrap();
+        llm_forward_gateway::private_files::write_atomic(&yaml_path, to_yaml(&rendered).as_bytes())
+            .unwrap();
         let log = std::fs::File::create(dir.0.join("envoy.out")).unwrap();
         let child = Command::new(envoy_bin())
             .arg("-c")

@@ -312,6 +312,35 @@ fn redis_down_applies_the_failure_mode_within_the_timeout_and_limits_come_back()
 }
 
 #[test]
+fn a_missing_ratelimit_cluster_applies_the_failure_mode_without_trapping_the_vm() {
+    // The SDK's dispatch_grpc_call panics on Envoy's BadArgument (no such cluster); the filter
+    // probes the cluster through the raw ABI first.
+    let up = mock();
+    let mut c = config_for(&up.base_url());
+    c.limits = LimitsConfig {
+        requests: vec![rule("3/hour")],
+        failure_mode: FailureMode::Closed,
+        backend: Some("redis://127.0.0.1:1".into()),
+        ..LimitsConfig::default()
+    };
+    let gw = Gateway::start_edited(c, Some("127.0.0.1:1"), |b| {
+        b["static_resources"]["clusters"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|c| c["name"] != "llm_forward_ratelimit");
+    });
+    let vms = vms_created(&gw);
+    for _ in 0..4 {
+        let r = chat(&gw, "sk-m", &[]);
+        assert_eq!(r.status(), 503);
+    }
+    assert_eq!(vms_created(&gw), vms, "no VM was trapped and re-created");
+    assert!(gw
+        .envoy_output()
+        .contains("rate-limit cluster `llm_forward_ratelimit` is missing"));
+}
+
+#[test]
 fn garbage_answers_from_the_service_never_trap_the_vm() {
     // The rate-limit cluster points at a port where a plain TCP server answers garbage.
     let up = mock();
