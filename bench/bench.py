@@ -384,7 +384,7 @@ def main():
             "a": "a upstream alone", "b": "b plain Envoy", "g": "g no-op wasm filter",
             "f0": "   llm-forward, no features", "c": "c keys+IP+limits+logs",
             "c0": "   c, level-0 key (body not held)", "d": "d c + cache hits",
-            "l": "l c, limits fleet-wide (RLS+Redis)",
+            "l": "l c, fleet-wide limits",
             "o": "o OpenAI-Forward", "f0m": "   f0, logging.metrics off", "f0k": "   f0, cache.openai off",
             "f0x": "   f0, cache.openai + metrics off",
             "cm": "   c, chat log off (metrics on)", "cn": "   c, chat log and metrics off",

@@ -238,6 +238,19 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Repl
     secure(r, content_type)
 }
 
+/// The `limits` section as the overview shows it: the Redis URL of fleet-wide limits may carry a
+/// password, shown as `***`.
+fn limits_overview(limits: &llm_forward_core::limits::config::LimitsConfig) -> Value {
+    let mut value = serde_json::to_value(limits).unwrap_or(Value::Null);
+    if let (Some(url), Some(obj)) = (&limits.backend, value.as_object_mut()) {
+        obj.insert(
+            "backend".into(),
+            Value::String(crate::redis_client::redact(url)),
+        );
+    }
+    value
+}
+
 fn json_reply(status: StatusCode, value: &impl Serialize) -> Reply {
     let body = serde_json::to_vec(value).unwrap_or_default();
     reply(status, "application/json", body)
@@ -629,7 +642,7 @@ impl Console {
         } else {
             json!({"enabled": false})
         };
-        let limits = serde_json::to_value(&raw.limits).unwrap_or(Value::Null);
+        let limits = limits_overview(&raw.limits);
         json_reply(
             StatusCode::OK,
             &json!({
