@@ -171,6 +171,8 @@ enum Phase {
     Forwarded,
     /// Answered from the cache.
     Hit,
+    /// Keyed; the lookup waits for the fleet rate-limit admission (a hit must not skip it).
+    Deferred,
     /// Nothing more to do.
     Done,
 }
@@ -191,6 +193,8 @@ pub struct CacheRequest {
     /// The response copy; `None` once it is known not to be stored.
     copy: Option<Vec<u8>>,
     content_type: Option<String>,
+    /// Fleet limits: the admission call is in flight, so no hit may be sent yet.
+    hold: bool,
 }
 
 fn settings(plugin: &Plugin) -> Option<&FilterCache> {
@@ -220,6 +224,7 @@ impl CacheRequest {
             strip_only,
             directive: Directive::parse(ex.request_header(CONTROL_HEADER)),
             phase: Phase::Reading,
+            hold: false,
             plan: Plan::Bypass,
             key: None,
             want_stream: false,
@@ -333,9 +338,42 @@ impl CacheRequest {
             bump(plugin.cache.miss);
             return Step::Continue;
         }
+        if self.hold {
+            // Resumed by `after_admission` once the rate-limit service admitted the request.
+            self.phase = Phase::Deferred;
+            return Step::Wait;
+        }
         if self.answer_from_worker(plugin, ex) {
             return Step::Wait;
         }
+        self.lookup(plugin, cache)
+    }
+
+    /// Fleet limits: hold hits and lookups until the admission call answers.
+    pub fn hold_until_admitted(&mut self) {
+        self.hold = true;
+    }
+
+    /// The lookup was deferred by [`CacheRequest::hold_until_admitted`].
+    pub fn is_deferred(&self) -> bool {
+        self.phase == Phase::Deferred
+    }
+
+    /// The request was admitted: answer from the worker's cache or send the lookup now. `Wait`:
+    /// answered (`ex.local_reply`) or a lookup is in flight; `Continue`: forward the request.
+    pub fn after_admission(&mut self, plugin: &Plugin, ex: &mut Exchange) -> Step {
+        self.hold = false;
+        if self.phase != Phase::Deferred {
+            return Step::Continue;
+        }
+        let Some(cache) = settings(plugin) else {
+            self.phase = Phase::Forwarded;
+            return Step::Continue;
+        };
+        if self.answer_from_worker(plugin, ex) {
+            return Step::Wait;
+        }
+        self.phase = Phase::Forwarded;
         self.lookup(plugin, cache)
     }
 

@@ -119,9 +119,14 @@ impl RequestFilter {
     /// `caching` from `Exchange::body` and may send a lookup. True when the request must stay
     /// paused until the lookup answers.
     fn cache_request_end(&mut self, body: &[u8]) -> bool {
+        let rls_waiting = self.rls_waiting();
         let (Some(cache), Some(ex)) = (self.cache.as_mut(), self.exchange.as_mut()) else {
             return false;
         };
+        if rls_waiting {
+            // A hit must not be sent before the rate-limit service admitted the request.
+            cache.hold_until_admitted();
+        }
         self.cache_waiting = cache.on_request_end(&self.plugin, ex, body) == Step::Wait;
         self.cache_waiting
     }
@@ -175,6 +180,20 @@ impl Context for RequestFilter {
         if ex.local_reply {
             // Answered meanwhile (a cache hit): nothing to resume.
             return;
+        }
+        if step != Step::Wait && !matches!(step, Step::Reply(_)) {
+            // Admitted: a deferred cache lookup goes now (it resumes or answers the request).
+            if let Some(cache) = self.cache.as_mut().filter(|c| c.is_deferred()) {
+                self.ready_after_rls = false;
+                if cache.after_admission(&self.plugin, ex) == Step::Wait {
+                    self.cache_waiting = !ex.local_reply;
+                    return;
+                }
+                self.cache_waiting = false;
+                self.forward();
+                let _ = hostcalls::resume_http_request();
+                return;
+            }
         }
         match step {
             Step::Reply(reply) => {

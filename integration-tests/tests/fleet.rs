@@ -433,3 +433,85 @@ REQ_RATE_LIMIT_BACKEND=redis://127.0.0.1:{}
     );
     assert_eq!(up.request_count(), 10);
 }
+
+/// The cache and fleet limits together: a hit is held for the admission call like any request, is
+/// counted as a request, and is not charged tokens (no upstream tokens were spent).
+#[test]
+fn cache_hits_are_admitted_by_the_service_and_not_charged() {
+    use llm_forward_gateway::cache::{CacheServer, ServiceConfig};
+    let up = mock();
+    let redis = RedisServer::start();
+    let cache = CacheServer::spawn(
+        ServiceConfig::from_cache_config(&Default::default()),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .unwrap();
+    let mut options = Options::new(Listen::Tcp("127.0.0.1:0".into()), redis.url());
+    options.redis_timeout = Duration::from_secs(2);
+    let rls = RateLimitServer::spawn(options).unwrap();
+    let mut c = config_for(&up.base_url());
+    c.cache.port = cache.addr().port();
+    c.cache.openai = true;
+    c.cache.timeout_ms = 2000;
+    c.limits = LimitsConfig {
+        requests: vec![rule("10/hour")],
+        tokens: vec![rule("100/hour")],
+        timeout_ms: 5_000,
+        failure_mode: FailureMode::Closed,
+        backend: Some(redis.url()),
+        ..LimitsConfig::default()
+    };
+    wait_for_room(3_600_000, 60_000);
+    let gw = Gateway::start_with_ratelimit(c, Some(&rls.addr().to_string()));
+    let body = json!({"model": "gpt-4o", "caching": true,
+        "messages": [{"role": "user", "content": "cached question"}]});
+    let send = |body: &serde_json::Value, tokens: &str| {
+        client()
+            .post(gw.url(CHAT))
+            .header("authorization", "Bearer sk-c")
+            .header("x-mock-completion-tokens", tokens)
+            .json(body)
+            .send()
+            .unwrap()
+    };
+    // A miss: 10 + 60 tokens charged.
+    let first = send(&body, "60");
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-cache"], "MISS");
+    drop(first.text());
+    let port = cache.addr().port();
+    eventually("the answer is stored", || {
+        let text = client()
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        text.lines()
+            .any(|l| l.starts_with("llm_forward_cache_stores_total{") && !l.ends_with(" 0"))
+    });
+    // Hits, polled until the miss's charge (fire-and-forget) shows: 70 of 100 tokens used. Had a
+    // hit been charged its 70, the budget would be spent and the next hit refused.
+    let mut requests = 1;
+    let hit = |requests: &mut u32| {
+        *requests += 1;
+        let r = send(&body, "60");
+        assert_eq!(r.status(), 200, "a hit was refused: hits were charged");
+        assert_eq!(r.headers()["x-cache"], "HIT");
+        r.headers()["x-ratelimit-remaining-tokens"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    eventually("the miss's charge landed", || hit(&mut requests) == "30");
+    for _ in 0..3 {
+        assert_eq!(hit(&mut requests), "30", "a hit was charged");
+    }
+    assert_eq!(up.request_count(), 1, "hits never reach the upstream");
+    // Hits count as requests (10/hour): the 11th request of this caller is refused.
+    while requests < 10 {
+        hit(&mut requests);
+    }
+    let r = send(&body, "60");
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["x-ratelimit-limit-requests"], "10");
+}
