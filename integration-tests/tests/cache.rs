@@ -7,10 +7,10 @@ use llm_forward_core::config::{Config, RouteConfig, RouteKind};
 use llm_forward_core::sse::SseParser;
 use llm_forward_gateway::cache::{CacheServer, ServiceConfig};
 use llm_forward_gateway::mock::ANSWER;
+use llm_forward_gateway::redis_server::RedisServer;
 use llm_forward_integration_tests::*;
 use serde_json::{json, Value};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 fn mock() -> MockUpstream {
@@ -347,42 +347,6 @@ fn memory_backend_serves_hits_converts_modes_and_expires() {
 #[test]
 fn disk_backend_serves_hits_converts_modes_and_expires() {
     suite(CacheBackend::Disk, None);
-}
-
-/// A real `redis-server` on a free port, stopped on drop. Missing redis-server fails the test.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("redis-server could not be started ({e}): run scripts/setup.sh (apt-get install -y redis-server)")
-            });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        RedisServer { child, port }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

@@ -13,7 +13,7 @@
 //! | `GET /metrics`                   | Prometheus text: hits, misses, stores, evictions, bytes… |
 //!
 //! A backend error answers 503 (the filter treats it as a miss). Keys are `[A-Za-z0-9:._-]{1,256}`.
-//! Modules: [`memory`] (bounded LRU with TTL), [`disk`] (redb file), [`redis`] (RESP client).
+//! Modules: [`memory`] (bounded LRU with TTL), [`disk`] (redb file), [`redis`] (Redis through the shared `redis` crate client).
 
 pub mod disk;
 pub mod memory;

@@ -1,220 +1,30 @@
-//! The `redis` backend: a small RESP2 client (GET, SET PX, DEL, PING) over pooled connections, so
-//! a fleet of gateways can share one cache without a big client dependency.
+//! The `redis` backend: GET, SET PX and DEL through the shared Redis client
+//! ([`crate::redis_client`]: the maintained `redis` crate, one multiplexed connection that
+//! reconnects by itself), so a fleet of gateways can share one cache.
 //!
-//! Keys are prefixed with `llm-forward:cache:`. Each command takes an idle connection from the pool
-//! (or opens one, with `AUTH`/`SELECT` from the URL), and returns it after a well-formed reply; a
-//! connection that failed in any way is dropped. Every command is bounded by a timeout.
+//! Keys are prefixed with `llm-forward:cache:`. Every command is bounded by a timeout; a reply of
+//! the wrong type is an error, never a panic. Messages name the server without its password.
 
+use crate::redis_client::{Redis, Timeouts};
 use bytes::Bytes;
-use std::sync::Mutex;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 const KEY_PREFIX: &str = "llm-forward:cache:";
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-/// Idle connections kept for reuse.
-const POOL_SIZE: usize = 16;
-/// Largest bulk reply accepted (values are bounded by the service anyway).
-const MAX_BULK: usize = 512 * 1024 * 1024;
-
-/// Where the server is and how to log in, from `redis://[[user]:password@]host[:port][/db]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedisUrl {
-    pub addr: String,
-    pub user: Option<String>,
-    pub password: Option<String>,
-    pub db: u32,
-}
-
-impl RedisUrl {
-    pub fn parse(url: &str) -> Result<RedisUrl, String> {
-        let rest = url
-            .strip_prefix("redis://")
-            .ok_or_else(|| format!("`{url}`: only redis:// URLs are supported"))?;
-        let (auth, host_db) = match rest.rsplit_once('@') {
-            Some((a, h)) => (Some(a), h),
-            None => (None, rest),
-        };
-        let (host, db) = match host_db.split_once('/') {
-            Some((h, "")) => (h, 0),
-            Some((h, d)) => (
-                h,
-                d.parse()
-                    .map_err(|_| format!("`{url}`: database `{d}` is not a number"))?,
-            ),
-            None => (host_db, 0),
-        };
-        if host.is_empty() {
-            return Err(format!("`{url}`: no host"));
-        }
-        let addr = if host
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            host.to_string()
-        } else {
-            format!("{host}:6379")
-        };
-        let (user, password) = match auth {
-            None => (None, None),
-            Some(a) => match a.split_once(':') {
-                Some(("", p)) => (None, Some(p.to_string())),
-                Some((u, p)) => (Some(u.to_string()), Some(p.to_string())),
-                None => (Some(a.to_string()), None),
-            },
-        };
-        Ok(RedisUrl {
-            addr,
-            user,
-            password,
-            db,
-        })
-    }
-}
-
-/// One RESP2 reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
-    Status(String),
-    Error(String),
-    Integer(i64),
-    Bulk(Option<Vec<u8>>),
-    Array(Option<Vec<Reply>>),
-}
-
-type Conn = BufReader<TcpStream>;
+const TIMEOUTS: Timeouts = Timeouts {
+    command: Duration::from_secs(2),
+    connect: Duration::from_secs(2),
+};
 
 pub struct RedisStore {
-    url: RedisUrl,
-    pool: Mutex<Vec<Conn>>,
-}
-
-fn encode(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
-async fn read_line(conn: &mut Conn) -> Result<String, String> {
-    let mut line = Vec::new();
-    conn.read_until(b'\n', &mut line)
-        .await
-        .map_err(|e| e.to_string())?;
-    if !line.ends_with(b"\r\n") {
-        return Err("connection closed mid-reply".into());
-    }
-    line.truncate(line.len() - 2);
-    String::from_utf8(line).map_err(|_| "reply line is not UTF-8".into())
-}
-
-async fn read_reply(conn: &mut Conn) -> Result<Reply, String> {
-    // Arrays nest; an explicit stack would avoid recursion, but a cache only sees flat replies.
-    let line = read_line(conn).await?;
-    let (kind, rest) = line.split_at_checked(1).ok_or("empty reply line")?;
-    let number = || {
-        rest.parse::<i64>()
-            .map_err(|_| format!("bad length `{rest}`"))
-    };
-    match kind {
-        "+" => Ok(Reply::Status(rest.to_string())),
-        "-" => Ok(Reply::Error(rest.to_string())),
-        ":" => Ok(Reply::Integer(number()?)),
-        "$" => {
-            let n = number()?;
-            if n < 0 {
-                return Ok(Reply::Bulk(None));
-            }
-            let n = n as usize;
-            if n > MAX_BULK {
-                return Err(format!("bulk reply of {n} bytes is too large"));
-            }
-            let mut buf = vec![0u8; n + 2];
-            conn.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
-            buf.truncate(n);
-            Ok(Reply::Bulk(Some(buf)))
-        }
-        "*" => {
-            let n = number()?;
-            if n < 0 {
-                return Ok(Reply::Array(None));
-            }
-            let mut items = Vec::new();
-            for _ in 0..n.min(1024) {
-                items.push(Box::pin(read_reply(conn)).await?);
-            }
-            Ok(Reply::Array(Some(items)))
-        }
-        other => Err(format!("unknown reply type `{other}`")),
-    }
+    redis: Redis,
 }
 
 impl RedisStore {
+    /// Parses `redis://[[user]:password@]host[:port][/db]`; connects on first use.
     pub fn new(url: &str) -> Result<RedisStore, String> {
         Ok(RedisStore {
-            url: RedisUrl::parse(url)?,
-            pool: Mutex::new(Vec::new()),
+            redis: Redis::new(url, TIMEOUTS)?,
         })
-    }
-
-    fn pool(&self) -> std::sync::MutexGuard<'_, Vec<Conn>> {
-        self.pool.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    async fn connect(&self) -> Result<Conn, String> {
-        let stream = TcpStream::connect(&self.url.addr)
-            .await
-            .map_err(|e| format!("redis {}: {e}", self.url.addr))?;
-        let _ = stream.set_nodelay(true);
-        let mut conn = BufReader::new(stream);
-        if let Some(password) = &self.url.password {
-            let reply = match &self.url.user {
-                Some(user) => {
-                    roundtrip(&mut conn, &[b"AUTH", user.as_bytes(), password.as_bytes()]).await?
-                }
-                None => roundtrip(&mut conn, &[b"AUTH", password.as_bytes()]).await?,
-            };
-            if let Reply::Error(e) = reply {
-                return Err(format!("redis AUTH: {e}"));
-            }
-        }
-        if self.url.db != 0 {
-            let db = self.url.db.to_string();
-            if let Reply::Error(e) = roundtrip(&mut conn, &[b"SELECT", db.as_bytes()]).await? {
-                return Err(format!("redis SELECT: {e}"));
-            }
-        }
-        Ok(conn)
-    }
-
-    /// Sends one command and reads its reply; a server error reply is an `Err`.
-    pub async fn command(&self, args: &[&[u8]]) -> Result<Reply, String> {
-        let pooled = self.pool().pop();
-        let work = async {
-            let mut conn = match pooled {
-                Some(c) => c,
-                None => self.connect().await?,
-            };
-            let reply = roundtrip(&mut conn, args).await?;
-            Ok::<_, String>((conn, reply))
-        };
-        let (conn, reply) = tokio::time::timeout(COMMAND_TIMEOUT, work)
-            .await
-            .map_err(|_| "redis command timed out".to_string())??;
-        {
-            let mut pool = self.pool();
-            if pool.len() < POOL_SIZE {
-                pool.push(conn);
-            }
-        }
-        match reply {
-            Reply::Error(e) => Err(format!("redis: {e}")),
-            other => Ok(other),
-        }
     }
 
     fn key(key: &str) -> String {
@@ -222,107 +32,159 @@ impl RedisStore {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Bytes>, String> {
-        match self.command(&[b"GET", Self::key(key).as_bytes()]).await? {
-            Reply::Bulk(v) => Ok(v.map(Bytes::from)),
-            other => Err(format!("redis GET: unexpected reply {other:?}")),
-        }
+        let value: Option<Vec<u8>> = self
+            .redis
+            .query(redis::cmd("GET").arg(Self::key(key)))
+            .await?;
+        Ok(value.map(Bytes::from))
     }
 
     pub async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> Result<(), String> {
-        let ms = ttl.as_millis().max(1).to_string();
-        let k = Self::key(key);
-        match self
-            .command(&[b"SET", k.as_bytes(), value, b"PX", ms.as_bytes()])
-            .await?
-        {
-            Reply::Status(_) => Ok(()),
-            other => Err(format!("redis SET: unexpected reply {other:?}")),
-        }
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let () = self
+            .redis
+            .query(
+                redis::cmd("SET")
+                    .arg(Self::key(key))
+                    .arg(value)
+                    .arg("PX")
+                    .arg(ms),
+            )
+            .await?;
+        Ok(())
     }
 
     pub async fn delete(&self, key: &str) -> Result<bool, String> {
-        match self.command(&[b"DEL", Self::key(key).as_bytes()]).await? {
-            Reply::Integer(n) => Ok(n > 0),
-            other => Err(format!("redis DEL: unexpected reply {other:?}")),
-        }
+        let n: i64 = self
+            .redis
+            .query(redis::cmd("DEL").arg(Self::key(key)))
+            .await?;
+        Ok(n > 0)
     }
 
     pub async fn ping(&self) -> Result<(), String> {
-        self.command(&[b"PING"]).await.map(|_| ())
+        let _: String = self.redis.query(&redis::cmd("PING")).await?;
+        Ok(())
     }
-}
-
-async fn roundtrip(conn: &mut Conn, args: &[&[u8]]) -> Result<Reply, String> {
-    conn.get_mut()
-        .write_all(&encode(args))
-        .await
-        .map_err(|e| e.to_string())?;
-    read_reply(conn).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[test]
-    fn urls_parse() {
-        let u = RedisUrl::parse("redis://127.0.0.1:6380/2").unwrap();
-        assert_eq!(
-            (u.addr.as_str(), u.db, u.password),
-            ("127.0.0.1:6380", 2, None)
-        );
-        let u = RedisUrl::parse("redis://:secret@cache").unwrap();
-        assert_eq!(u.addr, "cache:6379");
-        assert_eq!(u.password.as_deref(), Some("secret"));
-        let u = RedisUrl::parse("redis://me:pw@h:1/").unwrap();
-        assert_eq!(u.user.as_deref(), Some("me"));
-        assert!(RedisUrl::parse("http://x").is_err());
-        assert!(RedisUrl::parse("redis://h/x").is_err());
-    }
-
-    #[test]
-    fn commands_are_resp_arrays() {
-        assert_eq!(
-            encode(&[b"GET", b"k"]),
-            b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n".to_vec()
-        );
+    /// A fake server that answers every command with `reply`.
+    async fn fake_server(reply: &'static [u8]) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 || s.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        port
     }
 
     #[tokio::test]
-    async fn replies_parse() {
-        // A listener that writes canned replies.
+    async fn a_hostile_server_cannot_make_the_client_allocate_or_hang() {
+        // A 512 MiB bulk length that never arrives, a huge array, a wrong type: each is an error
+        // within the command timeout, without allocating what the length prefix claims.
+        for reply in [
+            &b"$536870912\r\nabc"[..],
+            &b"*2000000000\r\n:1\r\n"[..],
+            &b":42\r\n"[..],
+            &b"\x00\x01garbage\r\n"[..],
+        ] {
+            let port = fake_server(reply).await;
+            let store = RedisStore::new(&format!("redis://127.0.0.1:{port}")).unwrap();
+            let started = std::time::Instant::now();
+            assert!(store.get("k").await.is_err(), "{reply:?}");
+            assert!(started.elapsed() < Duration::from_secs(10));
+        }
+    }
+
+    /// The command names in a chunk of RESP requests (`*N` arrays of `$len` bulk strings).
+    fn command_names(mut buf: &[u8]) -> Vec<String> {
+        fn line<'a>(buf: &mut &'a [u8]) -> Option<&'a [u8]> {
+            let at = buf.windows(2).position(|w| w == b"\r\n")?;
+            let l = &buf[..at];
+            *buf = &buf[at + 2..];
+            Some(l)
+        }
+        let mut names = Vec::new();
+        while let Some(head) = line(&mut buf) {
+            let n: usize = std::str::from_utf8(&head[1..]).unwrap().parse().unwrap();
+            for i in 0..n {
+                let len: usize = std::str::from_utf8(&line(&mut buf).unwrap()[1..])
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                if i == 0 {
+                    names.push(String::from_utf8_lossy(&buf[..len]).to_uppercase());
+                }
+                buf = &buf[len + 2..];
+            }
+        }
+        names
+    }
+
+    #[tokio::test]
+    async fn a_long_array_reply_does_not_desynchronise_the_connection() {
+        // The first GET is answered with a 2000-item array (the old client read 1024 of them and
+        // left the rest for the next command), the second with a proper value.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
-            s.write_all(
-                b"+OK\r\n$-1\r\n$5\r\nhe\r\no\r\n:3\r\n-ERR bad\r\n*2\r\n:1\r\n$1\r\nx\r\n",
-            )
-            .await
-            .unwrap();
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            let mut gets = 0;
+            let mut buf = vec![0u8; 65536];
+            loop {
+                let n = match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let mut out = Vec::new();
+                for name in command_names(&buf[..n]) {
+                    if name != "GET" {
+                        out.extend_from_slice(b"+OK\r\n");
+                    } else if gets == 0 {
+                        gets += 1;
+                        out.extend_from_slice(b"*2000\r\n");
+                        for _ in 0..2000 {
+                            out.extend_from_slice(b":7\r\n");
+                        }
+                    } else {
+                        out.extend_from_slice(b"$5\r\nvalue\r\n");
+                    }
+                }
+                if s.write_all(&out).await.is_err() {
+                    return;
+                }
+            }
         });
-        let mut c = BufReader::new(TcpStream::connect(addr).await.unwrap());
+        let store = RedisStore::new(&format!("redis://127.0.0.1:{port}")).unwrap();
+        // Whatever the first answer becomes, it must be read whole.
+        let _ = store.get("a").await;
         assert_eq!(
-            read_reply(&mut c).await.unwrap(),
-            Reply::Status("OK".into())
+            store.get("b").await.unwrap(),
+            Some(Bytes::from_static(b"value"))
         );
-        assert_eq!(read_reply(&mut c).await.unwrap(), Reply::Bulk(None));
-        assert_eq!(
-            read_reply(&mut c).await.unwrap(),
-            Reply::Bulk(Some(b"he\r\no".to_vec()))
-        );
-        assert_eq!(read_reply(&mut c).await.unwrap(), Reply::Integer(3));
-        assert_eq!(
-            read_reply(&mut c).await.unwrap(),
-            Reply::Error("ERR bad".into())
-        );
-        assert_eq!(
-            read_reply(&mut c).await.unwrap(),
-            Reply::Array(Some(vec![
-                Reply::Integer(1),
-                Reply::Bulk(Some(b"x".to_vec()))
-            ]))
-        );
+    }
+
+    #[test]
+    fn url_errors_do_not_echo_the_password() {
+        for url in ["redis://:hunter2@host/db", "memcached://:hunter2@host"] {
+            let Err(e) = RedisStore::new(url) else {
+                panic!("{url} accepted")
+            };
+            assert!(!e.contains("hunter2"), "{e}");
+        }
     }
 }
