@@ -537,3 +537,67 @@ async fn config_file_limits_descriptors_without_override() {
         2
     );
 }
+
+/// Throughput and latency of the service alone (one Redis on loopback, 16 concurrent callers
+/// sharing one HTTP/2 connection like Envoy). Bounded: 20 000 calls. Prints figures, asserts none:
+///   cargo test --release -p llm-forward --lib -- --ignored --nocapture ratelimit_throughput
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn ratelimit_throughput() {
+    let redis = RedisServer::start();
+    let s = start_with_timeout(&redis.url(), DEFAULT_REDIS_TIMEOUT).await;
+    let c = client(&s).await;
+    const CALLERS: usize = 16;
+    const CALLS: usize = 20_000;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for caller in 0..CALLERS {
+        let mut c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(CALLS / CALLERS);
+            let mut unavailable = 0;
+            for i in 0..CALLS / CALLERS {
+                // Like the filter at admission: a request limit and a token check per call.
+                let subject = format!("name:k{}", (caller * 7 + i) % 50);
+                let request = req(vec![
+                    d(
+                        &[("rule", "requests:bench:0"), ("subject", &subject)],
+                        1_000_000,
+                        MINUTE,
+                        None,
+                    ),
+                    d(
+                        &[("rule", "tokens:bench:0"), ("subject", &subject)],
+                        1_000_000,
+                        HOUR,
+                        Some(0),
+                    ),
+                ]);
+                let t = Instant::now();
+                if call(&mut c, request).await.is_err() {
+                    unavailable += 1;
+                }
+                latencies.push(t.elapsed());
+            }
+            (latencies, unavailable)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut unavailable = 0;
+    for t in tasks {
+        let (l, u) = t.await.unwrap();
+        all.extend(l);
+        unavailable += u;
+    }
+    let elapsed = started.elapsed();
+    all.sort();
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    println!(
+        "ratelimit: {} calls (2 descriptors each), {CALLERS} concurrent: {:.0} calls/s, p50 {:?}, p99 {:?}, max {:?}, unavailable {unavailable}",
+        all.len(),
+        all.len() as f64 / elapsed.as_secs_f64(),
+        pct(0.50),
+        pct(0.99),
+        all[all.len() - 1],
+    );
+}
