@@ -132,16 +132,75 @@ fn docker_compose_file_parses_and_its_config_renders() {
                 .unwrap()
                 .contains(".env")
     );
+    compose_fleet(&root, services);
+}
+
+/// Profile `fleet`: two gateway replicas asking the `ratelimit` service (on the `redis` service),
+/// behind one Envoy port.
+fn compose_fleet(root: &Path, services: &Value) {
+    let command = |s: &str| -> Vec<String> {
+        services[s]["command"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("service {s} has no command"))
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    let rls = command("ratelimit");
+    assert_eq!(rls[..3], ["ratelimit", "--listen", "0.0.0.0:8081"]);
+    let redis_url = &rls[rls.iter().position(|a| a == "--redis").unwrap() + 1];
+    let redis_host = redis_url
+        .trim_start_matches("redis://")
+        .split(':')
+        .next()
+        .unwrap();
+    assert!(
+        services.get(redis_host).is_some(),
+        "--redis names no service"
+    );
+    for replica in ["gateway-a", "gateway-b"] {
+        assert_eq!(command(replica)[0], "run");
+        let mount = services[replica]["volumes"][0].as_str().unwrap();
+        let config_path = root.join(mount.split(':').next().unwrap());
+        let config = std::fs::read_to_string(&config_path).unwrap();
+        assert!(
+            config.contains("service: grpc://ratelimit:8081"),
+            "{replica} does not ask the ratelimit service"
+        );
+        let out = render(&config_path, &[]);
+        assert!(out.status.success(), "{}", text(&out));
+        let env = &services[replica]["environment"];
+        for var in references(&config) {
+            assert!(
+                env.get(var.as_str()).is_some(),
+                "{var} is not passed to {replica}"
+            );
+        }
+    }
+    // The one port: an Envoy config that Envoy accepts and that lists both replicas.
+    let front = services["front"]["volumes"][0].as_str().unwrap();
+    let front_path = root.join(front.split(':').next().unwrap());
+    let front_config = std::fs::read_to_string(&front_path).unwrap();
+    for replica in ["gateway-a", "gateway-b"] {
+        assert!(front_config.contains(&format!("address: {replica},")));
+    }
+    let out = Command::new(envoy_bin())
+        .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+        .arg(&front_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 #[test]
 fn kubernetes_manifests_validate_and_their_configs_render() {
     let root = workspace_root();
     let dir = root.join("deploy/kubernetes");
-    let files = ["gateway.yaml", "gateway-redis.yaml"];
+    let files = ["gateway.yaml", "gateway-redis.yaml", "gateway-fleet.yaml"];
     let out = Command::new("kubernetes-validate")
         .args(["--strict", "--quiet"])
         .args(files.iter().map(|f| dir.join(f)))
+        .arg(dir.join("ratelimit.yaml"))
         .output()
         .unwrap_or_else(|e| {
             panic!("kubernetes-validate is needed (scripts/setup.sh installs it): {e}")
@@ -188,6 +247,9 @@ fn kubernetes_manifests_validate_and_their_configs_render() {
                     "the Secret lacks {var}"
                 );
             }
+        } else if file == "gateway-fleet.yaml" {
+            assert!(gateway["spec"]["replicas"].as_u64().unwrap() >= 3);
+            kubernetes_fleet_service(&dir, config);
         } else {
             assert!(config.contains("backend: redis"));
             assert!(gateway["spec"]["replicas"].as_u64().unwrap() > 1);
@@ -201,6 +263,46 @@ fn kubernetes_manifests_validate_and_their_configs_render() {
             assert!(redis_service, "redis_url names no Service of the file");
         }
     }
+}
+
+/// deploy/kubernetes/ratelimit.yaml: the service the fleet's `limits.service` names, with ≥ 2
+/// stateless replicas on the Redis Service of the same file.
+fn kubernetes_fleet_service(dir: &Path, gateway_config: &str) {
+    let docs = documents(&dir.join("ratelimit.yaml"));
+    let of_kind = |kind: &'static str| {
+        docs.iter()
+            .filter(move |d| str_at(d, &["kind"]) == Some(kind))
+    };
+    let rls = of_kind("Deployment")
+        .find(|d| {
+            d["spec"]["template"]["spec"]["containers"][0]["args"][0].as_str() == Some("ratelimit")
+        })
+        .expect("ratelimit.yaml: no Deployment runs `llm-forward ratelimit`");
+    assert!(rls["spec"]["replicas"].as_u64().unwrap() >= 2);
+    let container = &rls["spec"]["template"]["spec"]["containers"][0];
+    let redis_url = container["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"].as_str() == Some("LLM_FORWARD_RATELIMIT_REDIS"))
+        .and_then(|e| e["value"].as_str())
+        .expect("the Redis URL is given");
+    let service_names: Vec<&str> = of_kind("Service")
+        .filter_map(|d| str_at(d, &["metadata", "name"]))
+        .collect();
+    let redis_host = redis_url
+        .trim_start_matches("redis://")
+        .split(':')
+        .next()
+        .unwrap();
+    assert!(
+        service_names.contains(&redis_host),
+        "{redis_url} names no Service"
+    );
+    let named = service_names
+        .iter()
+        .any(|name| gateway_config.contains(&format!("service: grpc://{name}:8081")));
+    assert!(named, "limits.service names no Service of ratelimit.yaml");
 }
 
 #[test]
