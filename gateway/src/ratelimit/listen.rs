@@ -73,12 +73,43 @@ pub async fn bind(listen: &Listen) -> Result<(Bound, BoundAddr), String> {
         }
         Listen::Unix(path) => {
             remove_stale_socket(path)?;
-            let l = tokio::net::UnixListener::bind(path)
+            let l = bind_private(path)
                 .map_err(|e| format!("cannot listen on unix:{}: {e}", path.display()))?;
-            restrict(path)?;
             Ok((Bound::Unix(l), BoundAddr::Unix(path.clone())))
         }
     }
+}
+
+/// Binds the socket inside a fresh 0700 folder next to `path`, makes it 0600, then renames it into
+/// place: it is never reachable by others, not even between bind and chmod.
+fn bind_private(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("the socket path has no file name"))?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let staging = parent.join(format!(
+        ".{}.{}-{nanos}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::DirBuilder::new().mode(0o700).create(&staging)?;
+    let result = (|| {
+        let tmp = staging.join("s");
+        let listener = tokio::net::UnixListener::bind(&tmp)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&tmp, path)?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_dir_all(&staging);
+    result
 }
 
 /// A socket file left by a previous run is replaced; any other file is not touched.
@@ -93,13 +124,6 @@ fn remove_stale_socket(path: &Path) -> Result<(), String> {
         )),
         Err(_) => Ok(()),
     }
-}
-
-/// Only this user may connect (the folder holding it should be private too).
-fn restrict(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| format!("cannot chmod 0600 {}: {e}", path.display()))
 }
 
 #[cfg(test)]

@@ -336,7 +336,9 @@ async fn redis_down_or_stalled_is_unavailable_quickly_and_recovers() {
     let mut c = client(&s).await;
     let r = rule("down");
     let one = || req(vec![d(&entries(&r), 100, MINUTE, None)]);
-    assert!(ok(&call(&mut c, one()).await.unwrap()));
+    // Spend 60 of the 100 (a loaded machine may miss the 15 ms deadline: retry until answered).
+    let spend = wait_ok(&mut c, || req(vec![d(&entries(&r), 100, MINUTE, Some(60))])).await;
+    assert!(ok(&spend));
 
     // Stalled: connections accepted, no answer → the 15 ms deadline answers UNAVAILABLE.
     redis.pause(true).unwrap();
@@ -367,8 +369,10 @@ async fn redis_down_or_stalled_is_unavailable_quickly_and_recovers() {
     }
     redis.restart().unwrap();
     let resp = wait_ok(&mut c, one).await;
-    // The windows were lost with the old server: counting starts again.
-    assert_eq!(resp.statuses[0].limit_remaining, 99);
+    // The windows were lost with the old server: counting starts again (a call that timed out
+    // on our side may still have been counted by Redis, hence not exactly 99).
+    let remaining = resp.statuses[0].limit_remaining;
+    assert!((90..=99).contains(&remaining), "{remaining}");
 }
 
 /// Calls until one is answered OK (bounded), returning that answer.
