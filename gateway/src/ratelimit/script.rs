@@ -17,6 +17,8 @@ use redis::aio::ConnectionLike;
 /// ARGV: 6 per descriptor: window_ms, limit, addend, tokens (0/1), sliding (0/1), refund (0/1).
 /// Returns { overall (1 OK / 2 OVER_LIMIT), then per descriptor: code, remaining, reset_ms }.
 const LUA: &str = r#"
+-- Redis < 5 needs effects replication before writing after a non-deterministic TIME.
+if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function num(v) return tonumber(v) or 0 end
