@@ -226,6 +226,36 @@ async fn a_refused_request_consumes_nothing_from_its_other_limits() {
 }
 
 #[tokio::test]
+async fn negative_hits_give_back_and_never_go_below_zero() {
+    let redis = RedisServer::start();
+    let s = start(&redis.url()).await;
+    let mut c = client(&s).await;
+    let r = rule("refund");
+    let take = |n| req(vec![d(&entries(&r), 10, MINUTE, Some(n))]);
+    let give = |n| {
+        let mut one = d(&entries(&r), 10, MINUTE, Some(n));
+        one.is_negative_hits = true;
+        req(vec![one])
+    };
+    assert_eq!(
+        call(&mut c, take(8)).await.unwrap().statuses[0].limit_remaining,
+        2
+    );
+    let back = call(&mut c, give(5)).await.unwrap();
+    assert!(ok(&back));
+    assert_eq!(back.statuses[0].limit_remaining, 7);
+    assert_eq!(
+        call(&mut c, give(50)).await.unwrap().statuses[0].limit_remaining,
+        10
+    );
+    assert_eq!(
+        call(&mut c, take(10)).await.unwrap().statuses[0].limit_remaining,
+        0
+    );
+    assert!(!ok(&call(&mut c, take(1)).await.unwrap()));
+}
+
+#[tokio::test]
 async fn window_ms_sets_the_window_and_the_counter_expires() {
     let redis = RedisServer::start();
     let s = start(&redis.url()).await;
