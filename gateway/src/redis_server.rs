@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     child: Child,
     pub port: u16,
+    /// Extra arguments (e.g. `--requirepass`), kept for restarts.
+    extra: Vec<String>,
 }
 
 fn free_port() -> Result<u16, String> {
@@ -17,8 +19,9 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("no free port: {e}"))
 }
 
-fn spawn(port: u16) -> Result<Child, String> {
+fn spawn(port: u16, extra: &[String]) -> Result<Child, String> {
     Command::new("redis-server")
+        .args(extra)
         .args([
             "--port",
             &port.to_string(),
@@ -51,9 +54,15 @@ fn wait_listening(port: u16) -> Result<(), String> {
 impl RedisServer {
     /// Starts one and waits until it accepts connections.
     pub fn try_start() -> Result<RedisServer, String> {
+        RedisServer::try_start_with(&[])
+    }
+
+    /// With extra `redis-server` arguments, e.g. `["--requirepass", "secret"]`.
+    pub fn try_start_with(extra: &[&str]) -> Result<RedisServer, String> {
         let port = free_port()?;
-        let child = spawn(port)?;
-        let server = RedisServer { child, port };
+        let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        let child = spawn(port, &extra)?;
+        let server = RedisServer { child, port, extra };
         wait_listening(port)?;
         Ok(server)
     }
@@ -81,7 +90,7 @@ impl RedisServer {
     /// A fresh server on the same port (after [`RedisServer::kill`]).
     pub fn restart(&mut self) -> Result<(), String> {
         self.kill();
-        self.child = spawn(self.port)?;
+        self.child = spawn(self.port, &self.extra)?;
         wait_listening(self.port)
     }
 

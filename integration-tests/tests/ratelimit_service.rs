@@ -169,3 +169,48 @@ fn envoy_native_ratelimit_filter_is_answered_as_the_doc_shows() {
     // The upstream saw only the admitted requests: 3 + 1 + 5 + 2.
     assert_eq!(upstream.request_count(), 11);
 }
+
+#[test]
+fn the_command_listens_on_a_private_socket_and_never_prints_the_password() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("rls-cli");
+    let socket = dir.0.join("rls.sock");
+    // Nothing listens on the Redis port: the service starts anyway and says so, without the password.
+    let mut command = Command::new(gateway_bin());
+    command.args([
+        "ratelimit",
+        "--listen",
+        &format!("unix:{}", socket.display()),
+        "--redis",
+        &format!("redis://:hunter2@127.0.0.1:{}/0", free_port()),
+    ]);
+    let mut rls = RunningGateway::spawn(command, "listening on unix:");
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let output = rls.output();
+    assert!(output.contains("redis://***@127.0.0.1:"), "{output}");
+    assert!(!output.contains("hunter2"), "{output}");
+    // SIGTERM: a clean exit that removes the socket.
+    let _ = Command::new("kill")
+        .args(["-TERM", &rls.child.id().to_string()])
+        .status();
+    let status = rls.child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!socket.exists());
+
+    // A URL it cannot use: refused at start, still without the password.
+    let out = Command::new(gateway_bin())
+        .args([
+            "ratelimit",
+            "--listen",
+            "127.0.0.1:0",
+            "--redis",
+            "redis://:hunter2@host/notadb",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("redis://***@host/notadb"), "{text}");
+}

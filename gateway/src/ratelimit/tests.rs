@@ -455,6 +455,27 @@ async fn a_server_answering_garbage_is_unavailable_not_a_panic() {
 }
 
 #[tokio::test]
+async fn a_password_in_the_url_logs_in() {
+    let redis = RedisServer::try_start_with(&["--requirepass", "s3cret"]).unwrap();
+    let url = format!("redis://:s3cret@127.0.0.1:{}", redis.port);
+    let s = start(&url).await;
+    let mut c = client(&s).await;
+    assert!(ok(&call(
+        &mut c,
+        req(vec![d(&[("p", "1")], 1, MINUTE, None)])
+    )
+    .await
+    .unwrap()));
+    let wrong = start(&format!("redis://:wrong@127.0.0.1:{}", redis.port)).await;
+    let mut c = client(&wrong).await;
+    let e = call(&mut c, req(vec![d(&[("p", "1")], 1, MINUTE, None)]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable);
+    assert!(!e.message().contains("wrong"));
+}
+
+#[tokio::test]
 async fn garbage_requests_get_clean_answers() {
     let redis = RedisServer::start();
     let s = start(&redis.url()).await;
