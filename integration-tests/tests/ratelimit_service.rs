@@ -171,6 +171,50 @@ fn envoy_native_ratelimit_filter_is_answered_as_the_doc_shows() {
 }
 
 #[test]
+fn envoy_reaches_the_service_over_a_unix_socket_with_a_pipe_address() {
+    let redis = RedisServer::start();
+    let upstream = MockUpstream::spawn(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let dir = TempDir::new("rls-pipe");
+    let socket = dir.0.join("ratelimit.sock");
+    let mut options = Options::new(Listen::Unix(socket.clone()), redis.url());
+    options.config = Some(RlsConfig::parse(&doc_block("ratelimit-config")).unwrap());
+    let _rls = RateLimitServer::spawn(options).unwrap();
+
+    // The doc's config with the change its last paragraph describes.
+    let (port, admin_port) = (free_port(), free_port());
+    let mut yaml = doc_block("envoy-native");
+    yaml = replace_once(&yaml, "port_value: 10000", &format!("port_value: {port}"));
+    yaml = replace_once(
+        &yaml,
+        "port_value: 9901",
+        &format!("port_value: {admin_port}"),
+    );
+    yaml = replace_once(
+        &yaml,
+        "port_value: 9000",
+        &format!("port_value: {}", upstream.addr().port()),
+    );
+    yaml = replace_once(
+        &yaml,
+        "address: {socket_address: {address: 127.0.0.1, port_value: 8081}}",
+        &format!("address: {{pipe: {{path: {}}}}}", socket.display()),
+    );
+    let envoy = start_envoy(&yaml, SocketAddr::from(([127, 0, 0, 1], admin_port)));
+    let http = client();
+    let get = || {
+        http.get(format!("http://127.0.0.1:{port}/v1/models"))
+            .header("x-user", "carol")
+            .send()
+            .unwrap()
+            .status()
+    };
+    for _ in 0..3 {
+        assert_eq!(get(), 200, "{}", envoy.output());
+    }
+    assert_eq!(get(), 429, "the service answered over the socket");
+}
+
+#[test]
 fn the_command_listens_on_a_private_socket_and_never_prints_the_password() {
     use std::os::unix::fs::PermissionsExt;
     let dir = TempDir::new("rls-cli");
