@@ -593,8 +593,9 @@ async fn config_file_limits_descriptors_without_override() {
     );
 }
 
-/// Throughput and latency of the service alone (one Redis on loopback, 16 concurrent callers
-/// sharing one HTTP/2 connection like Envoy). Bounded: 20 000 calls. Prints figures, asserts none:
+/// Throughput and latency of the service alone (one Redis on loopback, concurrent callers sharing
+/// one HTTP/2 connection like Envoy; RLS_BENCH_CALLERS, default 16). Bounded: 20 000 calls.
+/// Prints figures, asserts none:
 ///   cargo test --release -p llm-forward --lib -- --ignored --nocapture ratelimit_throughput
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
@@ -602,16 +603,20 @@ async fn ratelimit_throughput() {
     let redis = RedisServer::start();
     let s = start_with_timeout(&redis.url(), DEFAULT_REDIS_TIMEOUT).await;
     let c = client(&s).await;
-    const CALLERS: usize = 16;
+    let callers: usize = std::env::var("RLS_BENCH_CALLERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| (1..=256).contains(n))
+        .unwrap_or(16);
     const CALLS: usize = 20_000;
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for caller in 0..CALLERS {
+    for caller in 0..callers {
         let mut c = c.clone();
         tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(CALLS / CALLERS);
+            let mut latencies = Vec::with_capacity(CALLS / callers);
             let mut unavailable = 0;
-            for i in 0..CALLS / CALLERS {
+            for i in 0..CALLS / callers {
                 // Like the filter at admission: a request limit and a token check per call.
                 let subject = format!("name:k{}", (caller * 7 + i) % 50);
                 let request = req(vec![
@@ -648,7 +653,7 @@ async fn ratelimit_throughput() {
     all.sort();
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
     println!(
-        "ratelimit: {} calls (2 descriptors each), {CALLERS} concurrent: {:.0} calls/s, p50 {:?}, p99 {:?}, max {:?}, unavailable {unavailable}",
+        "ratelimit: {} calls (2 descriptors each), {callers} concurrent: {:.0} calls/s, p50 {:?}, p99 {:?}, max {:?}, unavailable {unavailable}",
         all.len(),
         all.len() as f64 / elapsed.as_secs_f64(),
         pct(0.50),
