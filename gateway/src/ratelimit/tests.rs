@@ -344,9 +344,17 @@ async fn sliding_windows_weight_the_previous_window() {
         if ok(&resp) {
             admitted += 1;
         } else {
-            // Over: the answer says when one more would pass (the previous window fades).
+            // Over: the answer says when one more would pass, i.e. when the previous window's
+            // weight has dropped to limit - 1 - current: W - (limit - 1 - current) * W / previous.
             let reset = resp.statuses[0].duration_until_reset.as_ref().unwrap();
-            assert!(reset.seconds > 0);
+            let reset_ms = reset.seconds as f64 * 1000.0 + f64::from(reset.nanos) / 1e6;
+            let w = window as f64;
+            let at = w - (f64::from(limit) - 1.0 - f64::from(admitted)) * w / prev_count as f64;
+            let want = at - elapsed;
+            assert!(
+                (reset_ms - want).abs() < 60_000.0,
+                "reset {reset_ms} ms, expected about {want} ms"
+            );
         }
     }
     assert_eq!(
