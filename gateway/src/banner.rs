@@ -250,6 +250,24 @@ mod tests {
         assert!(b.contains("memory on 127.0.0.1:8002"), "{b}");
         assert!(b.contains("chat logs   on"), "{b}");
         assert!(!b.contains("secret"), "{b}");
+        assert!(b.contains("per gateway (this Envoy's shared data)"), "{b}");
+    }
+
+    #[test]
+    fn banner_says_limits_are_fleet_wide_without_the_redis_password() {
+        let c = crate::config_file::parse_yaml(
+            "limits:\n  backend: redis://:hunter2@redis:6379/0\n  failure_mode: closed\n  requests:\n    - path: /v1\n      limit: 5/minute\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        let b = banner(&c, "0.1.0", "Log/access.log", false);
+        assert!(
+            b.contains("fleet-wide: built-in rate-limit service on Redis redis://***@redis:6379/0"),
+            "{b}"
+        );
+        assert!(b.contains("failure mode closed"), "{b}");
+        assert!(!b.contains("hunter2"), "{b}");
     }
 
     #[test]
