@@ -202,6 +202,7 @@ fn apply_limit_env(
         // OpenAI-Forward shares its limits across instances through this storage URL (the python
         // `limits` library). Redis: fleet-wide limits through the built-in rate-limit service.
         // `memory://`: counted per instance, which is what limits without a backend do here.
+        // `rediss://` is passed on too, so validation explains that TLS is not built in.
         if v.starts_with("redis://") || v.starts_with("rediss://") {
             limits.backend = Some(v.to_string());
         } else if !v.starts_with("memory://") {

@@ -351,10 +351,11 @@ impl LimitsConfig {
 impl LimitsConfig {
     fn check_fleet(&self, errors: &mut Vec<ConfigError>) {
         if let Some(url) = &self.backend {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            if !url.starts_with("redis://") {
                 errors.push(ConfigError::new(
                     "limits.backend",
-                    "must be a Redis URL (`redis://host:port` or `rediss://…`)",
+                    "must be a Redis URL `redis://[[user]:password@]host[:port][/db]` (TLS `rediss://` \
+                     is not built in: see docs/ratelimit-service.md)",
                 ));
             }
         }

@@ -795,6 +795,8 @@ mod tests {
         assert!(ok.is_empty(), "{ok:?}");
         let e = fleet_errors(serde_json::json!({"backend": "http://x"}));
         assert_eq!(e[0].0, "limits.backend");
+        let e = fleet_errors(serde_json::json!({"backend": "rediss://r:6380"}));
+        assert!(e[0].1.contains("not built in"), "{e:?}");
         let e = fleet_errors(serde_json::json!({"service": "localhost:8081"}));
         assert_eq!(e[0].0, "limits.service");
         let e =
