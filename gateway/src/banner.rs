@@ -261,7 +261,13 @@ mod tests {
         .unwrap()
         .validate()
         .unwrap();
-        let b = banner(&c, "0.1.0", "Log/access.log", false);
+        let b = banner(
+            &c,
+            "0.1.0",
+            "Log/access.log",
+            &Internal::rendered(&c),
+            false,
+        );
         assert!(
             b.contains("fleet-wide: built-in rate-limit service on Redis redis://***@redis:6379/0"),
             "{b}"
