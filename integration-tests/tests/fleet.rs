@@ -367,16 +367,15 @@ fn garbage_answers_from_the_service_never_trap_the_vm() {
     assert_eq!(vms_created(&gw), vms);
 }
 
-/// `llm-forward run` with no arguments in `dir`; ports from the real environment (the `.env` is the
-/// user's, unchanged). The built-in rate-limit service picks a free port by itself.
+/// `llm-forward run` in `dir` with only its listener port set (the `.env` is the user's,
+/// unchanged). Envoy's admin and the built-in rate-limit service are on Unix sockets in each run's
+/// private runtime folder, so two gateways on one host never collide.
 fn run_in(dir: &TempDir, port: u16) -> RunningGateway {
     let mut cmd = gateway_command();
     cmd.arg("run")
         .env("LLM_FORWARD_PORT", port.to_string())
-        .env("LLM_FORWARD_ADMIN_PORT", free_port().to_string())
         .env("LLM_FORWARD_ADDRESS", "127.0.0.1")
         .env("LLM_FORWARD_CONCURRENCY", "2")
-        .env("CACHE_PORT", free_port().to_string())
         .current_dir(&dir.0);
     RunningGateway::spawn(cmd, "ready to serve")
 }
@@ -403,6 +402,7 @@ REQ_RATE_LIMIT_BACKEND=redis://127.0.0.1:{}
     let b = run_in(&dir_b, port_b);
     for gw in [&a, &b] {
         let out = gw.output();
+        assert!(out.contains("rate-limit service: unix:"), "{out}");
         assert!(
             out.contains("fleet-wide: built-in rate-limit service on Redis redis://127.0.0.1:"),
             "{out}"
@@ -450,7 +450,7 @@ fn cache_hits_are_admitted_by_the_service_and_not_charged() {
     options.redis_timeout = Duration::from_secs(2);
     let rls = RateLimitServer::spawn(options).unwrap();
     let mut c = config_for(&up.base_url());
-    c.cache.port = cache.addr().port();
+    c.cache.port = cache.tcp_addr().unwrap().port();
     c.cache.openai = true;
     c.cache.timeout_ms = 2000;
     c.limits = LimitsConfig {
@@ -479,7 +479,7 @@ fn cache_hits_are_admitted_by_the_service_and_not_charged() {
     assert_eq!(first.status(), 200);
     assert_eq!(first.headers()["x-cache"], "MISS");
     drop(first.text());
-    let port = cache.addr().port();
+    let port = cache.tcp_addr().unwrap().port();
     eventually("the answer is stored", || {
         let text = client()
             .get(format!("http://127.0.0.1:{port}/metrics"))
