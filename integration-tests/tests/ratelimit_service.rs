@@ -77,7 +77,10 @@ fn start_envoy(yaml: &str, admin: SocketAddr) -> Envoy {
         if let Ok(Some(status)) = envoy.child.try_wait() {
             panic!("Envoy exited ({status}):\n{}", envoy.output());
         }
-        if let Ok((200, _)) = llm_forward_gateway::envoy::admin_get(admin, "/ready") {
+        if let Ok((200, _)) = llm_forward_gateway::envoy::admin_get(
+            &llm_forward_gateway::http_server::ListenAddr::Tcp(admin),
+            "/ready",
+        ) {
             return envoy;
         }
         assert!(
