@@ -316,6 +316,8 @@ struct Pending {
     request_spec: LimitSpec,
 }
 
+// One per request; boxing the parser would only add an allocation per streamed response.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Default)]
 enum Tap {
     #[default]

@@ -142,8 +142,10 @@ fn the_console_cannot_add_keys_or_secret_references() {
 
 #[test]
 fn the_overview_hides_the_redis_password_of_fleet_limits() {
-    let mut limits = llm_forward_core::limits::config::LimitsConfig::default();
-    limits.backend = Some("redis://:hunter2@redis:6379/0".into());
+    let limits = llm_forward_core::limits::config::LimitsConfig {
+        backend: Some("redis://:hunter2@redis:6379/0".into()),
+        ..Default::default()
+    };
     let shown = limits_overview(&limits);
     assert_eq!(shown["backend"], "redis://***@redis:6379/0");
     assert!(!shown.to_string().contains("hunter2"));
