@@ -217,6 +217,14 @@ fn a_token_quota_spent_at_one_gateway_refuses_at_another() {
     assert_eq!(body["error"]["type"], "tokens");
     // Another caller's budget is untouched.
     assert_eq!(chat(b, "sk-other", &[]).status(), 200);
+    // The charges completed: none was cancelled with the end of its HTTP stream.
+    assert_eq!(
+        a.stat("cluster.llm_forward_ratelimit.upstream_rq_cancelled"),
+        Some(0),
+        "{}",
+        a.stats()
+    );
+    assert!(a.gw_stat("cluster.llm_forward_ratelimit.upstream_rq_completed") >= 3);
 }
 
 #[test]
