@@ -37,8 +37,6 @@ pub struct RequestFilter {
     /// Fleet limits: the request was fully read (or needs no reading) and waits only for the
     /// rate-limit service's answer to go on.
     ready_after_rls: bool,
-    /// A cache lookup is in flight (it resumes the request when it answers).
-    cache_waiting: bool,
 }
 
 impl RequestFilter {
@@ -53,7 +51,6 @@ impl RequestFilter {
             context_id: 0,
             body_required: false,
             ready_after_rls: false,
-            cache_waiting: false,
         }
     }
 
@@ -127,8 +124,7 @@ impl RequestFilter {
             // A hit must not be sent before the rate-limit service admitted the request.
             cache.hold_until_admitted();
         }
-        self.cache_waiting = cache.on_request_end(&self.plugin, ex, body) == Step::Wait;
-        self.cache_waiting
+        cache.on_request_end(&self.plugin, ex, body) == Step::Wait
     }
 
     /// Fleet limits: the admission call is still in flight.
@@ -146,7 +142,6 @@ impl Context for RequestFilter {
         _num_trailers: usize,
     ) {
         // The only HTTP calls an HTTP context makes are cache lookups.
-        self.cache_waiting = false;
         let (Some(cache), Some(ex)) = (self.cache.as_mut(), self.exchange.as_mut()) else {
             self.forward();
             let _ = hostcalls::resume_http_request();
@@ -186,10 +181,9 @@ impl Context for RequestFilter {
             if let Some(cache) = self.cache.as_mut().filter(|c| c.is_deferred()) {
                 self.ready_after_rls = false;
                 if cache.after_admission(&self.plugin, ex) == Step::Wait {
-                    self.cache_waiting = !ex.local_reply;
+                    // Answered from the worker's cache, or the lookup's answer resumes it.
                     return;
                 }
-                self.cache_waiting = false;
                 self.forward();
                 let _ = hostcalls::resume_http_request();
                 return;
