@@ -11,7 +11,14 @@
 //!   `"usage":null` fields are removed from what the client sees. Paced routes release SSE events
 //!   one interval apart: events that must wait are taken out of Envoy's buffer, the stream is
 //!   paused, and the root context's tick puts the next event back and resumes it.
-//! - Log: the quota is charged with `usage.total_tokens`.
+//! - Log: the quota is charged with `usage.total_tokens`, or, when the response carried no usage
+//!   (client abort before the usage chunk, body not read so `include_usage` was not injected),
+//!   with an estimate (`fleet::estimate_tokens`: request and streamed bytes / 4).
+//!
+//! Fleet mode (`limits.backend`/`limits.service`, `FilterConfig::ratelimit`): the same rules are
+//! counted by the rate-limit service instead of shared data: one admission call per request (token
+//! check with addend 0 + request limit with addend 1) holds the request until it answers, and the
+//! charge is a second, detached call after the response (`crate::fleet`). Pacing stays local.
 
 use crate::exchange::{Exchange, LocalReply, Step};
 use crate::host;
