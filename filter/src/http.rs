@@ -108,6 +108,11 @@ impl RequestFilter {
         self.plugin
             .memory
             .reserve(self.context_id, Use::RequestBody, 0);
+        if self.rls_waiting() {
+            // Fleet limits: still held until the rate-limit service answers.
+            self.ready_after_rls = true;
+            return Action::Pause;
+        }
         self.forward();
         Action::Continue
     }
