@@ -1,7 +1,6 @@
 //! Where the service listens: `host:port` (TCP) or `unix:/path` (a Unix socket, mode 0600, for
 //! an Envoy on the same host: its cluster uses a `pipe` address).
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// A listen address as given on the command line.
@@ -40,21 +39,9 @@ impl std::fmt::Display for Listen {
     }
 }
 
-/// The address actually bound (the port is known when `:0` was asked).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BoundAddr {
-    Tcp(SocketAddr),
-    Unix(PathBuf),
-}
-
-impl std::fmt::Display for BoundAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BoundAddr::Tcp(a) => write!(f, "{a}"),
-            BoundAddr::Unix(p) => write!(f, "unix:{}", p.display()),
-        }
-    }
-}
+/// The address actually bound (the port is known when `:0` was asked): the same type as the
+/// gateway's other servers use.
+pub use crate::http_server::ListenAddr as BoundAddr;
 
 /// A bound listener.
 pub enum Bound {
