@@ -3,7 +3,7 @@
 # official openai Python client against `llm-forward run --demo`.
 set -euo pipefail
 cd "$(dirname "$0")"
-bash scripts/setup.sh
+bash scripts/setup-test.sh
 cargo build -p llm-forward-filter --target wasm32-wasip1 --release
 ls -l target/wasm32-wasip1/release/llm_forward_filter.wasm
 cargo build --workspace

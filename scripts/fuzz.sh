@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target of core/fuzz for a bounded time (FUZZ_SECONDS each, default 20).
-# Needs the nightly toolchain and cargo-fuzz (scripts/setup.sh installs cargo-fuzz).
+# Needs the nightly toolchain and cargo-fuzz (scripts/setup-test.sh installs cargo-fuzz).
 # Seeds come from core/fuzz/seeds/<target>/ and the known findings from core/fuzz/regressions/;
 # the corpus grows in core/fuzz/corpus/ (not committed). A crash leaves its input in
 # core/fuzz/artifacts/<target>/ and fails the script: fix the bug, then copy the input to
@@ -28,7 +28,7 @@ if ! cargo +nightly --version >/dev/null 2>&1; then
   exit 0
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
-  echo "fuzz: cargo-fuzz is missing: run bash scripts/setup.sh" >&2
+  echo "fuzz: cargo-fuzz is missing: run bash scripts/setup-test.sh" >&2
   exit 1
 fi
 # No sanitizer: the code under test is safe Rust (the checks are assertions), and the build and

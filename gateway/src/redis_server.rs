@@ -36,7 +36,7 @@ fn spawn(port: u16, extra: &[String]) -> Result<Child, String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| {
-            format!("redis-server could not be started ({e}): run scripts/setup.sh (apt-get install -y redis-server)")
+            format!("redis-server could not be started ({e}): run scripts/setup-test.sh (apt-get install -y redis-server)")
         })
 }
 

@@ -82,7 +82,9 @@ fn docker_compose_file_parses_and_its_config_renders() {
         .args(["-f", "docker-compose.yml", "config", "-q"])
         .current_dir(&root)
         .output()
-        .unwrap_or_else(|e| panic!("docker-compose is needed (scripts/setup.sh installs it): {e}"));
+        .unwrap_or_else(|e| {
+            panic!("docker-compose is needed (scripts/setup-test.sh installs it): {e}")
+        });
     assert!(out.status.success(), "{}", text(&out));
 
     let compose = &documents(&root.join("docker-compose.yml"))[0];
@@ -203,7 +205,7 @@ fn kubernetes_manifests_validate_and_their_configs_render() {
         .arg(dir.join("ratelimit.yaml"))
         .output()
         .unwrap_or_else(|e| {
-            panic!("kubernetes-validate is needed (scripts/setup.sh installs it): {e}")
+            panic!("kubernetes-validate is needed (scripts/setup-test.sh installs it): {e}")
         });
     assert!(out.status.success(), "{}", text(&out));
 
