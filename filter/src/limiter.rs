@@ -896,7 +896,7 @@ impl LimitRequest {
     pub fn on_log(&mut self, plugin: &Plugin, ex: &mut Exchange) {
         plugin.limits.forget(self.context_id);
         self.finish_usage(ex);
-        // Cache hits are answered locally: no upstream tokens were spent (see README, Response cache).
+        // Cache hits are answered locally: no upstream tokens were spent (see docs/cache.md).
         if !self.has_quota() || !(200..300).contains(&ex.status) || ex.cache_status == Some("hit") {
             return;
         }

@@ -125,7 +125,7 @@ pub fn load_with(
         .map_err(|errs| errs.into_iter().map(|e| e.to_string()).collect())
 }
 
-/// Environment variables that override the file. Documented in the README's config reference.
+/// Environment variables that override the file. Documented in docs/configuration.md.
 pub fn apply_env(
     config: &mut Config,
     env: &dyn Fn(&str) -> Option<String>,

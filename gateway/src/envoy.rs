@@ -67,8 +67,8 @@ pub fn locate_wasm(explicit: Option<PathBuf>) -> Result<PathBuf, String> {
         .and_then(|p| p.canonicalize().ok())
         .or_else(embedded_wasm)
         .ok_or_else(|| {
-            "llm_forward_filter.wasm not found: build it with `make wasm` (cargo build -p llm-forward-filter \
-             --target wasm32-wasip1 --release) or pass --wasm / LLM_FORWARD_WASM"
+            "llm_forward_filter.wasm not found: build it with `cargo build -p llm-forward-filter \
+             --target wasm32-wasip1 --release` (./run.sh does) or pass --wasm / LLM_FORWARD_WASM"
                 .to_string()
         })
 }

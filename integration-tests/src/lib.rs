@@ -1,8 +1,9 @@
 //! Test harness: a real Envoy with the built filter, rendered by the gateway's own renderer, in front
 //! of the gateway's mock upstream. Every test gets its own ports and folder, so tests run in parallel.
 //!
-//! Prerequisites (the README's `make test` does them): the wasm built in release mode and `envoy`
-//! on PATH (or `ENVOY_BIN`).
+//! Prerequisites (`./test.sh` does them): the wasm built in release mode
+//! (`cargo build -p llm-forward-filter --target wasm32-wasip1 --release`) and `envoy` on PATH (or
+//! `ENVOY_BIN`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -30,10 +31,59 @@ pub fn wasm_path() -> PathBuf {
     let p = workspace_root().join("target/wasm32-wasip1/release/llm_forward_filter.wasm");
     assert!(
         p.is_file(),
-        "{} is missing: run `make wasm` (or `make test`) first",
+        "{} is missing: build it with `cargo build -p llm-forward-filter --target wasm32-wasip1 --release` (./test.sh does)",
         p.display()
     );
     p
+}
+
+/// The first fenced code block of language `lang` (`""`: any) after the line `heading` (e.g.
+/// `"## Use it in Istio"`) of the workspace file `file` (e.g. `"docs/deploy.md"`), up to the next
+/// heading of the same or a higher level. Documentation examples are tested through this, so that
+/// moving or renaming one fails with its file and heading instead of testing nothing.
+pub fn doc_block(file: &str, heading: &str, lang: &str) -> String {
+    let path = workspace_root().join(file);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    extract_doc_block(&text, heading, lang)
+        .unwrap_or_else(|| panic!("{file}: no ```{lang} block under the heading `{heading}`"))
+}
+
+/// [`doc_block`] on a Markdown text. `None` when the heading or the block is missing.
+pub fn extract_doc_block(markdown: &str, heading: &str, lang: &str) -> Option<String> {
+    let level = heading.chars().take_while(|c| *c == '#').count();
+    let mut lines = markdown.lines();
+    lines.by_ref().find(|l| l.trim_end() == heading)?;
+    // Inside a fence: Some(true) when it is the block we want, Some(false) for one to skip.
+    let mut fence: Option<bool> = None;
+    let mut block = String::new();
+    for line in lines {
+        let is_fence = line.trim_start().starts_with("```");
+        match fence {
+            Some(wanted) if is_fence => {
+                if wanted {
+                    return Some(block);
+                }
+                fence = None;
+            }
+            Some(true) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            Some(false) => {}
+            None if is_fence => {
+                let info = line.trim_start().trim_start_matches('`').trim();
+                fence = Some(lang.is_empty() || info == lang);
+            }
+            None => {
+                let hashes = line.chars().take_while(|c| *c == '#').count();
+                if hashes > 0 && hashes <= level && line[hashes..].starts_with(' ') {
+                    return None;
+                }
+            }
+        }
+    }
+    None
 }
 
 pub fn envoy_bin() -> PathBuf {

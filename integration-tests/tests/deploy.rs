@@ -1,6 +1,6 @@
 //! Deployment artefacts stay valid: docker-compose.yml, the Kubernetes manifests, the Istio
-//! WasmPlugin, and the README's copy-paste examples ("Use it in your own Envoy", "Use it in Istio",
-//! "Migrate from OpenAI-Forward").
+//! WasmPlugin, and the documentation's copy-paste examples (docs/deploy.md "Use it in your own
+//! Envoy" and "Use it in Istio", docs/migration.md "Example"), read from the pages by `doc_block`.
 
 use llm_forward_core::config::FilterConfig;
 use llm_forward_integration_tests::*;
@@ -349,22 +349,10 @@ fn istio_wasm_plugin_matches_a_fresh_render() {
     );
 }
 
-/// The code block after `<!-- readme-test: NAME -->` in README.md.
-fn readme_block(name: &str) -> String {
-    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
-    let marker = format!("<!-- readme-test: {name} -->");
-    let after = readme
-        .split_once(&marker)
-        .unwrap_or_else(|| panic!("README.md lost its `{marker}` example"))
-        .1;
-    let body = after.trim_start().split_once('\n').unwrap().1;
-    body.split_once("\n```").unwrap().0.to_string() + "\n"
-}
-
 #[test]
-fn readme_own_envoy_example_renders_and_envoy_loads_it() {
-    let dir = TempDir::new("readme-envoy");
-    let config = readme_block("envoy-config");
+fn docs_own_envoy_example_renders_and_envoy_loads_it() {
+    let dir = TempDir::new("docs-envoy");
+    let config = doc_block("docs/deploy.md", "## Use it in your own Envoy", "yaml");
     let log_dir = dir.0.join("log");
     let rendered = render_text(
         "llm-forward.yaml",
@@ -376,25 +364,25 @@ fn readme_own_envoy_example_renders_and_envoy_loads_it() {
             &log_dir.display().to_string(),
         ],
     );
-    // The README's folder step, then Envoy loads the config and the filter accepts its configuration.
+    // The page's folder step, then Envoy loads the config and the filter accepts its configuration.
     std::fs::create_dir_all(log_dir.join("root")).unwrap();
     let path = dir.0.join("envoy.yaml");
     std::fs::write(&path, rendered).unwrap();
     let out = Command::new(envoy_bin())
         .args(["--mode", "validate", "--disable-hot-restart", "-c"])
         .arg(&path)
-        .env("OPENAI_KEY", "sk-readme")
-        .env("FK_ALICE", "fk-readme")
+        .env("OPENAI_KEY", "sk-docs")
+        .env("FK_ALICE", "fk-docs")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
 }
 
 #[test]
-fn readme_istio_example_renders_a_wasm_plugin() {
+fn docs_istio_example_renders_a_wasm_plugin() {
     let out = render_text(
         "llm-forward.yaml",
-        &readme_block("istio-config"),
+        &doc_block("docs/deploy.md", "## Use it in Istio", "yaml"),
         &["--istio"],
     );
     let manifest: Value = serde_yaml::from_str(&out).unwrap();
@@ -404,9 +392,13 @@ fn readme_istio_example_renders_a_wasm_plugin() {
 }
 
 #[test]
-fn readme_migration_example_migrates_and_renders() {
-    let dir = TempDir::new("readme-migrate");
-    std::fs::write(dir.0.join(".env"), readme_block("openai-forward-env")).unwrap();
+fn docs_migration_example_migrates_and_renders() {
+    let dir = TempDir::new("docs-migrate");
+    std::fs::write(
+        dir.0.join(".env"),
+        doc_block("docs/migration.md", "## Example", "bash"),
+    )
+    .unwrap();
     let out = Command::new(gateway_bin())
         .args(["migrate", "--dir"])
         .arg(&dir.0)
