@@ -164,7 +164,7 @@ pub fn apply_env(
     }
     // OPENAI_API_KEY_CONFIG, FORWARD_KEY_CONFIG, LEVEL_MODELS, IP_WHITELIST, IP_BLACKLIST,
     // CACHE_ROOT_PATH_OR_URL (keys become ${LLM_FORWARD_*_KEY_<n>} references).
-    crate::migrate::apply(config, env)?;
+    crate::openai_forward_env::apply(config, env)?;
     config.cache.apply_env(env)?;
     if let Some(v) = env("TIMEOUT") {
         let seconds: f64 = number("TIMEOUT", &v)?;

@@ -14,6 +14,7 @@ pub mod istio;
 pub mod logrotate;
 pub mod migrate;
 pub mod mock;
+pub mod openai_forward_env;
 pub mod private_files;
 pub mod ratelimit;
 pub mod redis_client;

@@ -1,5 +1,6 @@
 use super::*;
 use crate::config_file::{apply_env, parse_yaml};
+use crate::openai_forward_env::*;
 use llm_forward_core::cache::CacheBackend;
 use llm_forward_core::config::RouteKind;
 use llm_forward_core::limits::LimitSpec;
