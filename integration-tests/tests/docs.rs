@@ -2,6 +2,9 @@
 //! file that exists (and, into a Markdown page, to a heading that exists), the README's example
 //! config renders, and `doc_block` (which the deploy tests read examples with) finds the right block.
 
+// Test harness: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use llm_forward_integration_tests::*;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

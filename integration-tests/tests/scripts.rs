@@ -6,6 +6,9 @@
 //! apt-get, sudo, npm, pip): the stubs record their arguments and succeed, and redis-server,
 //! chromium, envoy and the rest are absent, as on a fresh machine. No network, nothing installed.
 
+// Test harness: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use llm_forward_integration_tests::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
