@@ -213,6 +213,13 @@ fn apply_limit_env(
             ));
         }
     }
+    // Ours, not OpenAI-Forward's: the rate-limit service's deadline (`limits.timeout_ms`), so a `.env`
+    // alone can size it for a loaded machine.
+    if let Some(v) = env("RATE_LIMIT_TIMEOUT_MS").filter(|v| !v.trim().is_empty()) {
+        limits.timeout_ms = v.trim().parse().map_err(|_| {
+            ConfigError::new("RATE_LIMIT_TIMEOUT_MS", format!("`{v}` is not a valid number"))
+        })?;
+    }
     if let Some(v) = env("TOKEN_RATE_LIMIT").filter(|v| !v.trim().is_empty()) {
         limits.pacing = parse_openai_forward_limits("TOKEN_RATE_LIMIT", &v)?
             .into_iter()
@@ -294,8 +301,12 @@ mod tests {
             Some("redis://:pw@127.0.0.1:6379/1")
         );
         c.validate().unwrap();
-        // memory:// is what per-gateway limits already are.
         let mut c = Config::default();
+        apply_env(&mut c, &env_of(&[("RATE_LIMIT_TIMEOUT_MS", "250")])).unwrap();
+        assert_eq!(c.limits.timeout_ms, 250);
+        let err = apply_env(&mut c, &env_of(&[("RATE_LIMIT_TIMEOUT_MS", "soon")])).unwrap_err();
+        assert_eq!(err.path, "RATE_LIMIT_TIMEOUT_MS");
+        // memory:// is what per-gateway limits already are.
         apply_env(&mut c, &env_of(&[("REQ_RATE_LIMIT_BACKEND", "memory://")])).unwrap();
         assert_eq!(c.limits.backend, None);
         let err = apply_env(

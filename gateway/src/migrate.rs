@@ -61,7 +61,13 @@ pub const MAPPED: [&str; 22] = [
 ];
 
 /// Further variables of our own that may sit in a `.env`.
-const OWN: [&str; 4] = ["CACHE_PATH", "CACHE_SCOPE", "CACHE_TIMEOUT_MS", "RUST_LOG"];
+const OWN: [&str; 5] = [
+    "CACHE_PATH",
+    "CACHE_SCOPE",
+    "CACHE_TIMEOUT_MS",
+    "RATE_LIMIT_TIMEOUT_MS",
+    "RUST_LOG",
+];
 
 /// OpenAI-Forward variables that have no effect here, with what to do instead.
 pub fn ignored_advice(key: &str) -> Option<&'static str> {

@@ -98,6 +98,10 @@ fn envoy_native_ratelimit_filter_is_answered_as_the_doc_shows() {
     let upstream = MockUpstream::spawn(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
     let mut options = Options::new(Listen::Tcp("127.0.0.1:0".into()), redis.url());
     options.config = Some(RlsConfig::parse(&doc_block("ratelimit-config")).unwrap());
+    // The doc's 15/20 ms deadlines fit a quiet machine; on a loaded CI machine the first call (a new
+    // HTTP/2 connection, the Lua script's first load) can miss them and Envoy then fails open, which
+    // is right for production and a random failure for a test. The test widens both deadlines.
+    options.redis_timeout = Duration::from_secs(5);
     let rls = RateLimitServer::spawn(options).unwrap();
     let BoundAddr::Tcp(rls_addr) = rls.addr().clone() else {
         panic!("tcp expected")
@@ -105,6 +109,7 @@ fn envoy_native_ratelimit_filter_is_answered_as_the_doc_shows() {
 
     let (port, admin_port) = (free_port(), free_port());
     let mut yaml = doc_block("envoy-native");
+    yaml = replace_once(&yaml, "timeout: 0.02s", "timeout: 5s");
     yaml = replace_once(&yaml, "port_value: 10000", &format!("port_value: {port}"));
     yaml = replace_once(
         &yaml,
@@ -181,11 +186,16 @@ fn envoy_reaches_the_service_over_a_unix_socket_with_a_pipe_address() {
     let socket = dir.0.join("ratelimit.sock");
     let mut options = Options::new(Listen::Unix(socket.clone()), redis.url());
     options.config = Some(RlsConfig::parse(&doc_block("ratelimit-config")).unwrap());
+    // The doc's 15/20 ms deadlines fit a quiet machine; on a loaded CI machine the first call (a new
+    // HTTP/2 connection, the Lua script's first load) can miss them and Envoy then fails open, which
+    // is right for production and a random failure for a test. The test widens both deadlines.
+    options.redis_timeout = Duration::from_secs(5);
     let _rls = RateLimitServer::spawn(options).unwrap();
 
     // The doc's config with the change its last paragraph describes.
     let (port, admin_port) = (free_port(), free_port());
     let mut yaml = doc_block("envoy-native");
+    yaml = replace_once(&yaml, "timeout: 0.02s", "timeout: 5s");
     yaml = replace_once(&yaml, "port_value: 10000", &format!("port_value: {port}"));
     yaml = replace_once(
         &yaml,
