@@ -271,7 +271,10 @@ fn redis_down_applies_the_failure_mode_within_the_timeout_and_limits_come_back()
     let mut redis = RedisServer::start();
     let closed = LimitsConfig {
         requests: vec![rule("3/hour")],
-        timeout_ms: 200,
+        // Wide enough that a healthy call never misses it on a loaded machine (a miss would be a
+        // 503 or an uncounted pass where the test expects a verdict); a dead Redis is refused at
+        // once, so the failure path is still bounded well under the 3 s asserted below.
+        timeout_ms: 1_000,
         failure_mode: FailureMode::Closed,
         ..LimitsConfig::default()
     };
@@ -294,7 +297,7 @@ fn redis_down_applies_the_failure_mode_within_the_timeout_and_limits_come_back()
         assert_eq!(r.status(), 503);
         let body: serde_json::Value = r.json().unwrap();
         assert_eq!(body["error"]["code"], "rate_limit_service_unavailable");
-        // Bounded by the timeout (200 ms), not hanging; generous slack for a loaded machine.
+        // Bounded by the timeout (1 s), not hanging; generous slack for a loaded machine.
         assert!(took < Duration::from_secs(3), "{took:?}");
         // Failure mode open: let through, never a hang.
         assert_eq!(chat(go, "sk-f2", &[]).status(), 200);
