@@ -21,7 +21,6 @@ use llm_forward_core::access::{
 };
 use llm_forward_core::config::{ConfigError, FilterConfig, RouteKind};
 use llm_forward_core::routing::route_path;
-use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, MetricType, Status};
 
 pub use llm_forward_core::access::TARGET_HEADER;
@@ -38,12 +37,12 @@ struct AccessMetrics {
 }
 
 fn counter(name: &str) -> Option<u32> {
-    hostcalls::define_metric(MetricType::Counter, name).ok()
+    host::define_metric(MetricType::Counter, name).ok()
 }
 
 fn bump(id: Option<u32>) {
     if let Some(id) = id {
-        let _ = hostcalls::increment_metric(id, 1);
+        let _ = host::increment_metric(id, 1);
     }
 }
 
@@ -66,8 +65,8 @@ impl AccessState {
         let mut rotation_keys = std::collections::HashMap::new();
         for (route, level) in rules.pool_ids() {
             let key = rotation_key(&rules, route, level);
-            if let Ok((None, _)) = hostcalls::get_shared_data(&key) {
-                let _ = hostcalls::set_shared_data(&key, Some(&0u64.to_le_bytes()), None);
+            if let Ok((None, _)) = host::get_shared_data(&key) {
+                let _ = host::set_shared_data(&key, Some(&0u64.to_le_bytes()), None);
             }
             rotation_keys.insert((route, level), key);
         }
@@ -94,7 +93,7 @@ impl AccessState {
     pub fn on_request_headers(&self, config: &FilterConfig, ex: &mut Exchange) -> Step {
         let rules = &self.rules;
         if !rules.ip_open() {
-            let ip = hostcalls::get_property(vec!["source", "address"])
+            let ip = host::get_property(vec!["source", "address"])
                 .ok()
                 .flatten()
                 .and_then(|b| String::from_utf8(b).ok())
@@ -372,7 +371,7 @@ impl AccessState {
         if let Some((target, rename)) = self.rules.route_model(ex.route, &model) {
             host::set_request_header(TARGET_HEADER, Some(&target.to_string()));
             // Envoy re-picks the route from the new header; harmless when the function is missing.
-            let _ = hostcalls::call_foreign_function("clear_route_cache", None);
+            let _ = host::call_foreign_function("clear_route_cache", None);
             if let (Some(new), Some(serde_json::Value::Object(obj))) = (rename, ex.body.as_mut()) {
                 obj.insert("model".into(), serde_json::Value::String(new.to_string()));
                 ex.body_changed = true;
@@ -447,7 +446,7 @@ impl AccessState {
         };
         let mut last = None;
         for _ in 0..MAX_CAS_TRIES {
-            let (value, cas) = hostcalls::get_shared_data(key).unwrap_or((None, None));
+            let (value, cas) = host::get_shared_data(key).unwrap_or((None, None));
             let (counter, table) = split_pool_value(value.as_deref().unwrap_or(&[]));
             let cooling = if table.is_empty() {
                 Vec::new()
@@ -459,7 +458,7 @@ impl AccessState {
             let mut out = Vec::with_capacity(8 + table.len());
             out.extend_from_slice(&next.to_le_bytes());
             out.extend_from_slice(table);
-            match hostcalls::set_shared_data(key, Some(&out), cas) {
+            match host::set_shared_data(key, Some(&out), cas) {
                 Err(Status::CasMismatch) => continue,
                 _ => return Some(pick),
             }
@@ -479,7 +478,7 @@ fn split_pool_value(bytes: &[u8]) -> (u64, &[u8]) {
 /// False when the CAS retries ran out.
 fn record_cooldown(shared_key: &str, key: usize, until: u64, keys: usize) -> bool {
     for _ in 0..MAX_CAS_TRIES {
-        let (value, cas) = hostcalls::get_shared_data(shared_key).unwrap_or((None, None));
+        let (value, cas) = host::get_shared_data(shared_key).unwrap_or((None, None));
         let (counter, table) = split_pool_value(value.as_deref().unwrap_or(&[]));
         let mut table = decode_cooldowns(table, keys);
         if let Some(slot) = table.get_mut(key) {
@@ -487,7 +486,7 @@ fn record_cooldown(shared_key: &str, key: usize, until: u64, keys: usize) -> boo
         }
         let mut out = counter.to_le_bytes().to_vec();
         out.extend_from_slice(&encode_cooldowns(&table));
-        match hostcalls::set_shared_data(shared_key, Some(&out), cas) {
+        match host::set_shared_data(shared_key, Some(&out), cas) {
             Err(Status::CasMismatch) => continue,
             _ => return true,
         }
@@ -534,7 +533,7 @@ pub fn write_back_body(ex: &mut Exchange, original_size: usize) {
     let Ok(bytes) = serde_json::to_vec(body) else {
         return;
     };
-    if hostcalls::set_buffer(
+    if host::set_buffer(
         proxy_wasm::types::BufferType::HttpRequestBody,
         0,
         original_size,

@@ -25,7 +25,6 @@ use llm_forward_core::cache::{
 use llm_forward_core::cache_key::{self, CacheScope, CachingField};
 use llm_forward_core::config::FilterConfig;
 use llm_forward_core::routing::route_path;
-use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -48,12 +47,12 @@ struct PendingStore {
 }
 
 fn counter(name: &str) -> Option<u32> {
-    hostcalls::define_metric(MetricType::Counter, name).ok()
+    host::define_metric(MetricType::Counter, name).ok()
 }
 
 fn bump(id: Option<u32>) {
     if let Some(id) = id {
-        let _ = hostcalls::increment_metric(id, 1);
+        let _ = host::increment_metric(id, 1);
     }
 }
 
@@ -99,15 +98,15 @@ impl CacheShared {
     /// reads that one from then on. `None` when no randomness or shared data is available: such
     /// callers are then not cached at all (never a guessable scope).
     fn scope_secret(&self) -> Option<Vec<u8>> {
-        if let Ok((Some(v), _)) = hostcalls::get_shared_data(SCOPE_SECRET_KEY) {
+        if let Ok((Some(v), _)) = host::get_shared_data(SCOPE_SECRET_KEY) {
             if v.len() == 32 {
                 return Some(v);
             }
         }
         let mut fresh = [0u8; 32];
         getrandom::fill(&mut fresh).ok()?;
-        hostcalls::set_shared_data(SCOPE_SECRET_KEY, Some(&fresh), None).ok()?;
-        match hostcalls::get_shared_data(SCOPE_SECRET_KEY) {
+        host::set_shared_data(SCOPE_SECRET_KEY, Some(&fresh), None).ok()?;
+        match host::get_shared_data(SCOPE_SECRET_KEY) {
             Ok((Some(v), _)) if v.len() == 32 => Some(v),
             _ => None,
         }
@@ -137,7 +136,7 @@ impl CacheShared {
                 ("content-type", "application/octet-stream"),
                 (TTL_HEADER, ttl.as_str()),
             ];
-            match hostcalls::dispatch_http_call(
+            match host::dispatch_http_call(
                 CACHE_CLUSTER,
                 headers,
                 Some(&item.value),
@@ -418,7 +417,7 @@ impl CacheRequest {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str())),
         );
-        if hostcalls::send_http_response(replay.status, headers, Some(&replay.body)).is_err() {
+        if host::send_http_response(replay.status, headers, Some(&replay.body)).is_err() {
             bump(plugin.cache.error);
             return false;
         }
@@ -454,7 +453,7 @@ impl CacheRequest {
             (":authority", CACHE_CLUSTER),
         ];
         let timeout = Duration::from_millis(cache.timeout_ms);
-        match hostcalls::dispatch_http_call(CACHE_CLUSTER, headers, None, vec![], timeout) {
+        match host::dispatch_http_call(CACHE_CLUSTER, headers, None, vec![], timeout) {
             Ok(_) => {
                 self.phase = Phase::LookingUp;
                 Step::Wait
@@ -493,7 +492,7 @@ impl CacheRequest {
                 return false;
             }
         }
-        let bytes = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+        let bytes = host::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
             .ok()
             .flatten()
             .unwrap_or_default();
@@ -580,7 +579,7 @@ impl CacheRequest {
                 self.key = None;
                 return;
             }
-            match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
+            match host::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
                 Ok(Some(chunk)) => copy.extend_from_slice(&chunk),
                 Ok(None) => {}
                 Err(_) => {

@@ -22,7 +22,6 @@ use llm_forward_core::chatlog::{self, api_for_path, metric_label, RecordInput};
 use llm_forward_core::config::{FilterRoute, RouteKind};
 use llm_forward_core::routing::route_path;
 use llm_forward_core::sse::{SseEvent, SseParser};
-use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -105,7 +104,7 @@ impl ChatLog {
                 self.request_truncated = true;
                 return;
             }
-            if let Ok(Some(chunk)) = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size) {
+            if let Ok(Some(chunk)) = host::get_buffer(BufferType::HttpRequestBody, 0, size) {
                 buf.extend_from_slice(&chunk);
             }
         }
@@ -194,7 +193,7 @@ impl ChatLog {
             return;
         }
         if size > 0 {
-            let chunk = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size)
+            let chunk = host::get_buffer(BufferType::HttpResponseBody, 0, size)
                 .ok()
                 .flatten()
                 .unwrap_or_default();
@@ -305,7 +304,7 @@ impl ChatLog {
         match serde_json::to_vec(&record) {
             Ok(line) => {
                 let key = plugin.log_keys.get(ex.route).map_or("", String::as_str);
-                if hostcalls::set_property(vec![key], Some(&line)).is_err() {
+                if host::set_property(vec![key], Some(&line)).is_err() {
                     host::log(
                         LogLevel::Warn,
                         "llm-forward: could not store the log record",
@@ -319,7 +318,7 @@ impl ChatLog {
 
 /// The downstream address without port, from Envoy's `source.address` attribute.
 fn source_ip() -> Option<String> {
-    let bytes = hostcalls::get_property(vec!["source", "address"])
+    let bytes = host::get_property(vec!["source", "address"])
         .ok()
         .flatten()?;
     let addr = String::from_utf8(bytes).ok()?;
@@ -426,7 +425,7 @@ impl UsageMetrics {
         let mut counters = self.counters.borrow_mut();
         *counters.entry(key).or_insert_with_key(|key| {
             ["requests", "prompt_tokens", "completion_tokens"].map(|what| {
-                hostcalls::define_metric(
+                host::define_metric(
                     MetricType::Counter,
                     &format!("llm_forward.usage.{key}.{what}_total"),
                 )
@@ -445,7 +444,7 @@ impl UsageMetrics {
         ];
         for (id, value) in ids.iter().zip(values) {
             if let (Some(id), true) = (id, value > 0) {
-                let _ = hostcalls::increment_metric(*id, value as i64);
+                let _ = host::increment_metric(*id, value as i64);
             }
         }
     }

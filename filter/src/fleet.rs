@@ -18,7 +18,7 @@
 use llm_forward_core::limits::fleet::{
     decode_response, encode_request, verdict, Descriptor, FleetSettings, Verdict, METHOD, SERVICE,
 };
-use proxy_wasm::hostcalls;
+use crate::host;
 use proxy_wasm::types::BufferType;
 use std::cell::Cell;
 use std::time::Duration;
@@ -112,7 +112,7 @@ pub fn dispatch(
         return None;
     }
     let message = encode_request(&settings.domain, descriptors);
-    hostcalls::dispatch_grpc_call(
+    host::dispatch_grpc_call(
         &settings.cluster,
         SERVICE,
         METHOD,
@@ -132,11 +132,11 @@ pub fn dispatch_detached(
     root_id: u32,
     context_id: u32,
 ) -> bool {
-    if root_id == 0 || hostcalls::set_effective_context(root_id).is_err() {
+    if root_id == 0 || host::set_effective_context(root_id).is_err() {
         return dispatch(probe, settings, descriptors).is_some();
     }
     let sent = dispatch(probe, settings, descriptors).is_some();
-    let _ = hostcalls::set_effective_context(context_id);
+    let _ = host::set_effective_context(context_id);
     sent
 }
 
@@ -151,7 +151,7 @@ pub fn read_answer(
     if status_code != 0 {
         return None;
     }
-    let bytes = hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, size)
+    let bytes = host::get_buffer(BufferType::GrpcReceiveBuffer, 0, size)
         .ok()
         .flatten()
         .unwrap_or_default();

@@ -1,15 +1,80 @@
-//! Thin, non-panicking wrappers over proxy-wasm host calls.
+//! The one way into Envoy: every host call of the filter goes through this module.
 //!
-//! The SDK's trait helpers `unwrap` host statuses; an unexpected status (for example reading headers
-//! in a phase where Envoy no longer has them) would then trap the VM. These return or swallow errors.
+//! Non-panicking wrappers: the SDK's trait helpers `unwrap` host statuses; an unexpected status (for
+//! example reading headers in a phase where Envoy no longer has them) would then trap the VM. These
+//! return or swallow errors. On wasm32 they call the proxy-wasm ABI; in native builds (unit tests)
+//! they call [`fake`], a recording stand-in for Envoy, so tests can drive whole exchanges and count
+//! the crossings each one costs (`crate::budget_tests`). A source scan test keeps every other module
+//! from naming the SDK's `hostcalls` directly.
 
 use llm_forward_core::errors::error_body;
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{LogLevel, MapType};
+use proxy_wasm::types::{BufferType, Bytes, LogLevel, MapType, MetricType, Status};
+use std::time::Duration;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod fake;
+#[cfg(not(target_arch = "wasm32"))]
+use fake as sys;
+
+/// The real backend: the SDK's host calls plus two raw ABI calls the SDK wraps with panics.
+#[cfg(target_arch = "wasm32")]
+mod sys {
+    pub use proxy_wasm::hostcalls::*;
+    use proxy_wasm::types::MapType;
+
+    // The SDK's `get_map` / `get_map_value` panic (trapping the VM) on a header value that is not
+    // UTF-8 (HTTP allows obs-text bytes, so any client or upstream can send one) and on any status
+    // besides Ok/NotFound (a cache call that failed after its headers arrived answers BadArgument
+    // for `:status`). These call the ABI directly and never panic.
+    extern "C" {
+        fn proxy_get_header_map_pairs(
+            map_type: u32,
+            return_map_data: *mut *mut u8,
+            return_map_size: *mut usize,
+        ) -> u32;
+        fn proxy_get_header_map_value(
+            map_type: u32,
+            key_data: *const u8,
+            key_size: usize,
+            return_value_data: *mut *mut u8,
+            return_value_size: *mut usize,
+        ) -> u32;
+    }
+
+    /// Takes ownership of a buffer the host allocated through the SDK's `proxy_on_memory_allocate`.
+    fn host_bytes(data: *mut u8, size: usize) -> Vec<u8> {
+        if data.is_null() {
+            return Vec::new();
+        }
+        // SAFETY: the host filled `data` with `size` bytes allocated by the module's allocator as
+        // a `Vec<u8>` of that capacity (exactly what the SDK's own wrappers rely on).
+        unsafe { Vec::from_raw_parts(data, size, size) }
+    }
+
+    /// The ABI status and the serialised pairs of a header map.
+    pub fn header_map_pairs(map: MapType) -> (u32, Vec<u8>) {
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size: usize = 0;
+        // SAFETY: plain ABI call with out-pointers to locals.
+        let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
+        (status, host_bytes(data, size))
+    }
+
+    /// The ABI status and the bytes of one header.
+    pub fn header_map_value(map: MapType, name: &str) -> (u32, Vec<u8>) {
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size: usize = 0;
+        // SAFETY: plain ABI call with a valid key slice and out-pointers to locals.
+        let status = unsafe {
+            proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size)
+        };
+        (status, host_bytes(data, size))
+    }
+}
 
 /// Wall-clock milliseconds since the Unix epoch as Envoy sees them (0 if unavailable).
 pub fn now_ms() -> u64 {
-    hostcalls::get_current_time()
+    sys::get_current_time()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_millis() as u64)
@@ -17,7 +82,7 @@ pub fn now_ms() -> u64 {
 }
 
 pub fn log(level: LogLevel, message: &str) {
-    let _ = hostcalls::log(level, message);
+    let _ = sys::log(level, message);
 }
 
 /// All request headers, read in one host call.
@@ -25,43 +90,9 @@ pub fn request_headers() -> Vec<(String, String)> {
     header_pairs(MapType::HttpRequestHeaders)
 }
 
-// The SDK's `hostcalls::get_map` / `get_map_value` panic (trapping the VM) on a header value that
-// is not UTF-8 (HTTP allows obs-text bytes, so any client or upstream can send one) and on any
-// status besides Ok/NotFound (a cache call that failed after its headers arrived answers
-// BadArgument for `:status`). These call the ABI directly and never panic: values are decoded
-// lossily (invalid bytes become U+FFFD), failures read as absent.
-extern "C" {
-    fn proxy_get_header_map_pairs(
-        map_type: u32,
-        return_map_data: *mut *mut u8,
-        return_map_size: *mut usize,
-    ) -> u32;
-    fn proxy_get_header_map_value(
-        map_type: u32,
-        key_data: *const u8,
-        key_size: usize,
-        return_value_data: *mut *mut u8,
-        return_value_size: *mut usize,
-    ) -> u32;
-}
-
-/// Takes ownership of a buffer the host allocated through the SDK's `proxy_on_memory_allocate`.
-fn host_bytes(data: *mut u8, size: usize) -> Vec<u8> {
-    if data.is_null() {
-        return Vec::new();
-    }
-    // SAFETY: the host filled `data` with `size` bytes allocated by the module's allocator as a
-    // `Vec<u8>` of that capacity (exactly what the SDK's own wrappers rely on).
-    unsafe { Vec::from_raw_parts(data, size, size) }
-}
-
 /// Every pair of a header map (request, response, call response…); empty when unavailable.
 pub fn header_pairs(map: MapType) -> Vec<(String, String)> {
-    let mut data: *mut u8 = std::ptr::null_mut();
-    let mut size: usize = 0;
-    // SAFETY: plain ABI call with out-pointers to locals.
-    let status = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
-    let bytes = host_bytes(data, size);
+    let (status, bytes) = sys::header_map_pairs(map);
     if status != 0 {
         return Vec::new();
     }
@@ -70,13 +101,7 @@ pub fn header_pairs(map: MapType) -> Vec<(String, String)> {
 
 /// One header of a map (first value); `None` when absent or unavailable in this phase.
 pub fn header_value(map: MapType, name: &str) -> Option<String> {
-    let mut data: *mut u8 = std::ptr::null_mut();
-    let mut size: usize = 0;
-    // SAFETY: plain ABI call with a valid key slice and out-pointers to locals.
-    let status = unsafe {
-        proxy_get_header_map_value(map as u32, name.as_ptr(), name.len(), &mut data, &mut size)
-    };
-    let bytes = host_bytes(data, size);
+    let (status, bytes) = sys::header_map_value(map, name);
     (status == 0).then(|| text(&bytes))
 }
 
@@ -123,11 +148,11 @@ pub fn decode_header_pairs(bytes: &[u8]) -> Vec<(String, String)> {
 }
 
 pub fn set_request_header(name: &str, value: Option<&str>) {
-    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
+    let _ = sys::set_map_value(MapType::HttpRequestHeaders, name, value);
 }
 
 pub fn set_response_header(name: &str, value: Option<&str>) {
-    let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value);
+    let _ = sys::set_map_value(MapType::HttpResponseHeaders, name, value);
 }
 
 /// Answer the request locally with an OpenAI-shaped JSON error; the upstream is never contacted.
@@ -144,7 +169,7 @@ pub fn send_error(
         ("x-llm-forward-error", code),
     ];
     headers.extend_from_slice(extra_headers);
-    if hostcalls::send_http_response(status, headers, Some(&body)).is_err() {
+    if sys::send_http_response(status, headers, Some(&body)).is_err() {
         log(
             LogLevel::Warn,
             &format!("could not send local reply {status}"),
@@ -158,6 +183,90 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
+}
+
+
+// The host calls the features make, with the SDK's signatures (errors are the caller's to ignore).
+
+pub fn get_buffer(kind: BufferType, start: usize, max_size: usize) -> Result<Option<Bytes>, Status> {
+    sys::get_buffer(kind, start, max_size)
+}
+
+pub fn set_buffer(kind: BufferType, start: usize, size: usize, value: &[u8]) -> Result<(), Status> {
+    sys::set_buffer(kind, start, size, value)
+}
+
+pub fn get_property(path: Vec<&str>) -> Result<Option<Bytes>, Status> {
+    sys::get_property(path)
+}
+
+pub fn set_property(path: Vec<&str>, value: Option<&[u8]>) -> Result<(), Status> {
+    sys::set_property(path, value)
+}
+
+pub fn get_shared_data(key: &str) -> Result<(Option<Bytes>, Option<u32>), Status> {
+    sys::get_shared_data(key)
+}
+
+pub fn set_shared_data(key: &str, value: Option<&[u8]>, cas: Option<u32>) -> Result<(), Status> {
+    sys::set_shared_data(key, value, cas)
+}
+
+pub fn define_metric(kind: MetricType, name: &str) -> Result<u32, Status> {
+    sys::define_metric(kind, name)
+}
+
+pub fn increment_metric(id: u32, offset: i64) -> Result<(), Status> {
+    sys::increment_metric(id, offset)
+}
+
+pub fn resume_http_request() -> Result<(), Status> {
+    sys::resume_http_request()
+}
+
+pub fn resume_http_response() -> Result<(), Status> {
+    sys::resume_http_response()
+}
+
+pub fn send_http_response(
+    status: u32,
+    headers: Vec<(&str, &str)>,
+    body: Option<&[u8]>,
+) -> Result<(), Status> {
+    sys::send_http_response(status, headers, body)
+}
+
+pub fn dispatch_http_call(
+    cluster: &str,
+    headers: Vec<(&str, &str)>,
+    body: Option<&[u8]>,
+    trailers: Vec<(&str, &str)>,
+    timeout: Duration,
+) -> Result<u32, Status> {
+    sys::dispatch_http_call(cluster, headers, body, trailers, timeout)
+}
+
+pub fn dispatch_grpc_call(
+    cluster: &str,
+    service: &str,
+    method: &str,
+    metadata: Vec<(&str, &[u8])>,
+    message: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<u32, Status> {
+    sys::dispatch_grpc_call(cluster, service, method, metadata, message, timeout)
+}
+
+pub fn set_effective_context(context_id: u32) -> Result<(), Status> {
+    sys::set_effective_context(context_id)
+}
+
+pub fn call_foreign_function(name: &str, arguments: Option<&[u8]>) -> Result<Option<Bytes>, Status> {
+    sys::call_foreign_function(name, arguments)
+}
+
+pub fn set_tick_period(period: Duration) -> Result<(), Status> {
+    sys::set_tick_period(period)
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@ use crate::host;
 use crate::memory::Use;
 use crate::root::Plugin;
 use llm_forward_core::routing::match_route;
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 use std::rc::Rc;
@@ -149,7 +148,7 @@ impl Context for RequestFilter {
         // The only HTTP calls an HTTP context makes are cache lookups.
         let (Some(cache), Some(ex)) = (self.cache.as_mut(), self.exchange.as_mut()) else {
             self.forward();
-            let _ = hostcalls::resume_http_request();
+            let _ = host::resume_http_request();
             return;
         };
         if ex.local_reply {
@@ -163,7 +162,7 @@ impl Context for RequestFilter {
                 return;
             }
             self.forward();
-            let _ = hostcalls::resume_http_request();
+            let _ = host::resume_http_request();
         }
     }
 
@@ -190,7 +189,7 @@ impl Context for RequestFilter {
                     return;
                 }
                 self.forward();
-                let _ = hostcalls::resume_http_request();
+                let _ = host::resume_http_request();
                 return;
             }
         }
@@ -202,7 +201,7 @@ impl Context for RequestFilter {
             _ if self.ready_after_rls => {
                 self.ready_after_rls = false;
                 self.forward();
-                let _ = hostcalls::resume_http_request();
+                let _ = host::resume_http_request();
             }
             // Still reading the body or waiting for the cache: that phase goes on by itself.
             _ => {}
@@ -331,7 +330,7 @@ impl HttpContext for RequestFilter {
             return Action::Pause;
         }
         self.reading_body = false;
-        let _body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
+        let _body = host::get_buffer(BufferType::HttpRequestBody, 0, body_size)
             .ok()
             .flatten()
             .unwrap_or_default();

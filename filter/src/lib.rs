@@ -7,6 +7,8 @@
 //! the VM and fails every later request on that worker.
 
 pub mod access;
+#[cfg(test)]
+mod budget_tests;
 pub mod cache;
 pub mod chatlog;
 pub mod exchange;

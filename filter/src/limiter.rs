@@ -43,7 +43,6 @@ use llm_forward_core::limits::stream::{
 use llm_forward_core::limits::{format_reset, retry_after_secs, Combined, LimitSpec};
 use llm_forward_core::routing::route_path;
 use llm_forward_core::sse::{SseEvent, SseParser};
-use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, BufferType, LogLevel, MetricType, Status};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -61,7 +60,7 @@ pub struct HostStore;
 
 impl SharedStore for HostStore {
     fn get(&mut self, key: &str) -> Read {
-        match hostcalls::get_shared_data(key) {
+        match host::get_shared_data(key) {
             Ok((Some(value), Some(cas))) if cas != 0 => Read::Found(value, cas),
             Ok((None, _)) => Read::Missing,
             Ok(_) | Err(_) => Read::Error,
@@ -70,7 +69,7 @@ impl SharedStore for HostStore {
 
     fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Write {
         let cas = (cas != 0).then_some(cas);
-        match hostcalls::set_shared_data(key, Some(value), cas) {
+        match host::set_shared_data(key, Some(value), cas) {
             Ok(()) => Write::Ok,
             Err(Status::CasMismatch) => Write::Mismatch,
             Err(_) => Write::Error,
@@ -149,12 +148,12 @@ pub struct LimitsShared {
 const MAX_SLOT_MEMO: usize = 4096;
 
 fn counter(name: &str) -> Option<u32> {
-    hostcalls::define_metric(MetricType::Counter, name).ok()
+    host::define_metric(MetricType::Counter, name).ok()
 }
 
 fn bump(id: Option<u32>) {
     if let Some(id) = id {
-        let _ = hostcalls::increment_metric(id, 1);
+        let _ = host::increment_metric(id, 1);
     }
 }
 
@@ -256,11 +255,11 @@ impl LimitsShared {
             }
         }
         for (id, bytes, _last) in releases {
-            if hostcalls::set_effective_context(id).is_err() {
+            if host::set_effective_context(id).is_err() {
                 continue;
             }
-            let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, 0, &bytes);
-            let _ = hostcalls::resume_http_response();
+            let _ = host::set_buffer(BufferType::HttpResponseBody, 0, 0, &bytes);
+            let _ = host::resume_http_response();
         }
     }
 
@@ -401,7 +400,7 @@ impl LimitRequest {
             .chain(limits.tokens.iter())
             .any(|r| r.per == Per::Ip);
         if needs_ip && ex.client_ip.is_none() {
-            ex.client_ip = hostcalls::get_property(vec!["source", "address"])
+            ex.client_ip = host::get_property(vec!["source", "address"])
                 .ok()
                 .flatten()
                 .and_then(|b| String::from_utf8(b).ok())
@@ -751,7 +750,7 @@ impl LimitRequest {
             return Action::Continue;
         }
         let chunk = if size > 0 {
-            hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size)
+            host::get_buffer(BufferType::HttpResponseBody, 0, size)
                 .ok()
                 .flatten()
                 .unwrap_or_default()
@@ -779,7 +778,7 @@ impl LimitRequest {
         if !self.pacing {
             let out = events.concat();
             if out != chunk {
-                let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, &out);
+                let _ = host::set_buffer(BufferType::HttpResponseBody, 0, size, &out);
             }
             return Action::Continue;
         }
@@ -812,7 +811,7 @@ impl LimitRequest {
             out.extend(p.queue.drain(..).flatten());
             registry.remove(&self.context_id);
             self.pacing = false;
-            let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, &out);
+            let _ = host::set_buffer(BufferType::HttpResponseBody, 0, size, &out);
             return Action::Continue;
         }
         let now = host::now_ms();
@@ -828,7 +827,7 @@ impl LimitRequest {
             if end_of_stream {
                 registry.remove(&self.context_id);
             }
-            let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, &out);
+            let _ = host::set_buffer(BufferType::HttpResponseBody, 0, size, &out);
             return Action::Continue;
         }
         // Events wait: hold the stream with an empty Envoy buffer; the tick puts them back.
@@ -842,7 +841,7 @@ impl LimitRequest {
         } else {
             now
         };
-        let _ = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, &[]);
+        let _ = host::set_buffer(BufferType::HttpResponseBody, 0, size, &[]);
         Action::Pause
     }
 

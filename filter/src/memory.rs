@@ -7,7 +7,7 @@
 //! answers 413 (the body must be read) or goes on without holding (reading was optional).
 //! `llm_forward.memory.over_budget_total` counts the refusals.
 
-use proxy_wasm::hostcalls;
+use crate::host;
 use proxy_wasm::types::MetricType;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -33,7 +33,7 @@ impl MemoryBudget {
     pub fn configure(limit: u64) -> MemoryBudget {
         MemoryBudget {
             limit,
-            over_budget: hostcalls::define_metric(
+            over_budget: host::define_metric(
                 MetricType::Counter,
                 "llm_forward.memory.over_budget_total",
             )
@@ -52,7 +52,7 @@ impl MemoryBudget {
         let total = self.used.get().saturating_sub(before).saturating_add(bytes);
         if bytes > before && total > self.limit {
             if let Some(id) = self.over_budget {
-                let _ = hostcalls::increment_metric(id, 1);
+                let _ = host::increment_metric(id, 1);
             }
             return false;
         }
@@ -79,7 +79,7 @@ impl MemoryBudget {
     /// Counts a refusal decided without a reservation (a `fits` that said no).
     pub fn count_refusal(&self) {
         if let Some(id) = self.over_budget {
-            let _ = hostcalls::increment_metric(id, 1);
+            let _ = host::increment_metric(id, 1);
         }
     }
 

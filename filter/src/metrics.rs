@@ -1,7 +1,7 @@
 //! Counters the filter exports. They appear in Envoy stats as `wasmcustom.llm_forward.…`; the rendered
 //! config's `stats_tags` turn the name segments into Prometheus labels (`route`, `status`).
 
-use proxy_wasm::hostcalls;
+use crate::host;
 use proxy_wasm::types::MetricType;
 
 /// Statuses the filter may answer locally; each gets its own counter.
@@ -15,7 +15,7 @@ pub struct Metrics {
 }
 
 fn counter(name: &str) -> Option<u32> {
-    hostcalls::define_metric(MetricType::Counter, name).ok()
+    host::define_metric(MetricType::Counter, name).ok()
 }
 
 impl Metrics {
@@ -34,13 +34,13 @@ impl Metrics {
 
     pub fn count_request(&self, route: usize) {
         if let Some(Some(id)) = self.route_requests.get(route) {
-            let _ = hostcalls::increment_metric(*id, 1);
+            let _ = host::increment_metric(*id, 1);
         }
     }
 
     pub fn count_local_reply(&self, status: u32) {
         if let Some((_, Some(id))) = self.local_replies.iter().find(|(s, _)| *s == status) {
-            let _ = hostcalls::increment_metric(*id, 1);
+            let _ = host::increment_metric(*id, 1);
         }
     }
 }

@@ -1,10 +1,9 @@
 //! The root context: configuration, metrics, and the factory for per-request contexts.
 
-use crate::host::log;
+use crate::host::{self, log};
 use crate::http::RequestFilter;
 use crate::metrics::Metrics;
 use llm_forward_core::config::FilterConfig;
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel};
 use std::rc::Rc;
@@ -39,6 +38,11 @@ impl FilterRoot {
     pub fn new(id: u32) -> Self {
         FilterRoot { plugin: None, id }
     }
+
+    /// What `on_configure` built (None before or after a failed configuration).
+    pub fn plugin(&self) -> Option<Rc<Plugin>> {
+        self.plugin.clone()
+    }
 }
 
 impl Context for FilterRoot {
@@ -58,7 +62,7 @@ impl Context for FilterRoot {
 
 impl RootContext for FilterRoot {
     fn on_configure(&mut self, size: usize) -> bool {
-        let bytes = hostcalls::get_buffer(BufferType::PluginConfiguration, 0, size)
+        let bytes = host::get_buffer(BufferType::PluginConfiguration, 0, size)
             .ok()
             .flatten()
             .unwrap_or_default();
@@ -69,7 +73,7 @@ impl RootContext for FilterRoot {
                 let cache = crate::cache::CacheShared::configure(&config);
                 if config.cache.is_some() {
                     // The root sends the cache stores queued by finished requests.
-                    let _ = hostcalls::set_tick_period(crate::cache::FLUSH_PERIOD);
+                    let _ = host::set_tick_period(crate::cache::FLUSH_PERIOD);
                 }
                 let access = match crate::access::AccessState::configure(&config) {
                     Ok(a) => a,
@@ -92,7 +96,7 @@ impl RootContext for FilterRoot {
                 if crate::limiter::LimitsShared::needs_tick(&config) {
                     // Pacing releases events from the tick; a faster tick only flushes the
                     // cache queue more often.
-                    let _ = hostcalls::set_tick_period(crate::limiter::TICK);
+                    let _ = host::set_tick_period(crate::limiter::TICK);
                 }
                 let memory = crate::memory::MemoryBudget::configure(config.memory_budget_bytes);
                 self.plugin = Some(Rc::new(Plugin {

@@ -1,0 +1,200 @@
+//! Crossing budgets: the exact number of host calls (VM → Envoy crossings) the filter makes per
+//! exchange kind, driven through whole exchanges against the recording fake (`crate::host::fake`).
+//! Envoy's own calls into the VM (one per phase) are the same for every filter, the no-op one
+//! included, so they are not counted here. A change that adds a crossing fails these tests: lower a
+//! budget when you remove one, and update docs/crossing-budgets.md with it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use crate::host::fake;
+use crate::root::{FilterRoot, Plugin};
+use llm_forward_core::config::{Config, FilterConfig};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, MapType};
+use std::rc::Rc;
+
+/// Routes only, metrics and the OpenAI `caching` field off: nothing to do. Equals the no-op
+/// filter (bench/noop-filter), which makes no host call per request.
+const NOTHING_CONFIGURED: usize = 0;
+/// The defaults with nothing configured (bench variant f0): per-route metrics and the OpenAI
+/// `caching` field are on by default.
+const DEFAULTS: usize = 0;
+/// A forward key swapped for an upstream key.
+const KEYS_ONLY: usize = 0;
+/// Keys + IP list + a request limit per key.
+const KEYS_IP_LIMIT: usize = 0;
+/// Keys + IP list + request limit + chat logs (bench variant c).
+const KEYS_IP_LIMIT_CHATLOG: usize = 0;
+/// Variant c with a stream of [`STREAM_CHUNKS`] chunks: a fixed part plus a price per chunk.
+const STREAM_FIXED: usize = 0;
+const STREAM_PER_CHUNK: usize = 0;
+const STREAM_CHUNKS: usize = 10;
+/// Variant c + cache, answered from the worker's hot cache (bench variant d).
+const CACHE_HIT: usize = 0;
+/// Refusals: no key (401), a model the key may not use (403), over the request limit (429).
+const REFUSED_401: usize = 0;
+const REFUSED_403: usize = 0;
+const REFUSED_429: usize = 0;
+/// Fleet-wide limits: the admission call to the rate-limit service and its answer.
+const FLEET_ADMISSION: usize = 0;
+
+const CHAT_BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+const ANSWER: &str = r#"{"id":"c1","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+
+fn base() -> serde_json::Value {
+    serde_json::json!({
+        "server": {"address": "127.0.0.1", "port": 8080, "admin_port": 8081},
+        "routes": [{"route": "/", "base_url": "http://127.0.0.1:9", "type": "openai", "retries": 0}],
+    })
+}
+
+fn nothing() -> serde_json::Value {
+    let mut c = base();
+    c["logging"] = serde_json::json!({"metrics": false});
+    c["cache"] = serde_json::json!({"openai": false});
+    c
+}
+
+fn keys(mut c: serde_json::Value) -> serde_json::Value {
+    c["keys"] = serde_json::json!({
+        "upstream": [{"key": "sk-bench-a", "levels": [0, 1]}, {"key": "sk-bench-b", "levels": [0, 1]}],
+        "forward": [{"name": "bench", "key": "fk-bench", "level": 1}],
+        "levels": {"1": ["gpt-4o-mini", "gpt-4o*"]},
+    });
+    c
+}
+
+fn ip_limit(mut c: serde_json::Value, limit: &str) -> serde_json::Value {
+    c["ip"] = serde_json::json!({"allow": ["127.0.0.0/8", "::1"], "deny": ["10.0.0.0/8"]});
+    c["limits"] = serde_json::json!({"requests": [
+        {"path": "/v1/chat/completions", "limit": limit, "per": "key"}
+    ]});
+    c
+}
+
+fn chatlog(mut c: serde_json::Value) -> serde_json::Value {
+    c["logging"] = serde_json::json!({"chat": true});
+    c
+}
+
+/// Variant c of the bench.
+fn full() -> serde_json::Value {
+    chatlog(ip_limit(keys(base()), "100000000/minute"))
+}
+
+/// A fresh fake Envoy configured with `config`; the configuration's own host calls are dropped.
+fn configure(config: serde_json::Value) -> (FilterRoot, Rc<Plugin>) {
+    fake::reset();
+    let valid = Config::from_json(config.to_string().as_bytes())
+        .unwrap()
+        .validate()
+        .unwrap();
+    let bytes = serde_json::to_vec(&FilterConfig::from_valid(&valid)).unwrap();
+    fake::set_buffer_bytes(BufferType::PluginConfiguration, &bytes);
+    fake::with(|s| s.now_ms = 1_700_000_000_000);
+    let mut root = FilterRoot::new(1);
+    assert!(root.on_configure(bytes.len()));
+    let plugin = root.plugin().unwrap();
+    fake::take_calls();
+    (root, plugin)
+}
+
+struct Request<'a> {
+    key: Option<&'a str>,
+    body: &'a str,
+    /// Response chunks (one for a plain JSON answer).
+    chunks: Vec<String>,
+    content_type: &'a str,
+}
+
+impl Default for Request<'_> {
+    fn default() -> Self {
+        Request {
+            key: Some("fk-bench"),
+            body: CHAT_BODY,
+            chunks: vec![ANSWER.to_string()],
+            content_type: "application/json",
+        }
+    }
+}
+
+/// What one exchange did: its host calls and the status of a local reply, if any.
+struct Outcome {
+    calls: Vec<&'static str>,
+    reply: Option<u32>,
+}
+
+/// Drives one exchange the way Envoy does: request headers, body (when held or flowing), then the
+/// response (the upstream's, or the local reply through the same encoder phases), then the log.
+fn exchange(plugin: &Rc<Plugin>, context_id: u32, req: &Request) -> Outcome {
+    let auth = req.key.map(|k| format!("Bearer {k}"));
+    let len = req.body.len().to_string();
+    let mut headers = vec![
+        (":method", "POST"),
+        (":path", "/v1/chat/completions"),
+        (":authority", "gateway"),
+        ("content-type", "application/json"),
+        ("content-length", len.as_str()),
+    ];
+    if let Some(a) = auth.as_deref() {
+        headers.push(("authorization", a));
+    }
+    fake::set_map(MapType::HttpRequestHeaders, &headers);
+    fake::set_property_bytes("source.address", b"127.0.0.1:40000");
+    fake::with(|s| s.replies.clear());
+    let mut f = RequestFilter::new(Rc::clone(plugin)).with_context_id(context_id);
+    let replied = || fake::with(|s| s.replies.last().map(|r| r.0));
+    let _ = f.on_http_request_headers(headers.len(), false);
+    if replied().is_none() {
+        fake::set_buffer_bytes(BufferType::HttpRequestBody, req.body.as_bytes());
+        let _ = f.on_http_request_body(req.body.len(), true);
+    }
+    let reply = replied();
+    let chunks: Vec<String> = match reply {
+        Some(status) => {
+            let (_, hs) = fake::with(|s| s.replies.last().cloned().unwrap());
+            let mut map: Vec<(String, String)> = vec![(":status".into(), status.to_string())];
+            map.extend(hs);
+            fake::with(|s| s.maps.insert(MapType::HttpResponseHeaders as u32, map));
+            vec![r#"{"error":{}}"#.to_string()]
+        }
+        None => {
+            let status_pairs = [(":status", "200"), ("content-type", req.content_type)];
+            fake::set_map(MapType::HttpResponseHeaders, &status_pairs);
+            req.chunks.clone()
+        }
+    };
+    let _ = f.on_http_response_headers(2, false);
+    let last = chunks.len().saturating_sub(1);
+    for (i, chunk) in chunks.iter().enumerate() {
+        fake::set_buffer_bytes(BufferType::HttpResponseBody, chunk.as_bytes());
+        let action = f.on_http_response_body(chunk.len(), i == last);
+        assert!(matches!(action, Action::Continue), "chunk {i} held");
+    }
+    f.on_log();
+    drop(f);
+    Outcome {
+        calls: fake::take_calls(),
+        reply,
+    }
+}
+
+use crate::http::RequestFilter;
+
+fn show(name: &str, o: &Outcome) {
+    eprintln!("{name}: {} calls {:?} reply {:?}", o.calls.len(), o.calls, o.reply);
+}
+
+#[test]
+fn print_all() {
+    let (_r, p) = configure(nothing());
+    show("nothing", &exchange(&p, 2, &Request::default()));
+    let (_r, p) = configure(base());
+    show("defaults", &exchange(&p, 2, &Request::default()));
+    let (_r, p) = configure(keys(nothing()));
+    show("keys", &exchange(&p, 2, &Request::default()));
+    let (_r, p) = configure(ip_limit(keys(nothing()), "100000000/minute"));
+    show("keys_ip_limit", &exchange(&p, 2, &Request::default()));
+    let (_r, p) = configure(full());
+    show("c", &exchange(&p, 2, &Request::default()));
+}
