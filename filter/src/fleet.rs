@@ -27,58 +27,18 @@ use std::time::Duration;
 #[derive(Debug, Default)]
 pub struct ClusterProbe(Cell<Option<bool>>);
 
-#[cfg(target_arch = "wasm32")]
-#[link(wasm_import_module = "env")]
-extern "C" {
-    fn proxy_grpc_call(
-        upstream_data: *const u8,
-        upstream_size: usize,
-        service_name_data: *const u8,
-        service_name_size: usize,
-        method_name_data: *const u8,
-        method_name_size: usize,
-        initial_metadata_data: *const u8,
-        initial_metadata_size: usize,
-        message_data: *const u8,
-        message_size: usize,
-        timeout_milliseconds: u32,
-        token_ptr: *mut u32,
-    ) -> proxy_wasm::types::Status;
-}
-
 /// One raw call (its answer reaches no context: the SDK did not register it) with an empty
 /// request, only to learn whether Envoy knows the cluster. An empty `RateLimitRequest` counts
 /// nothing in any rate-limit service.
-#[cfg(target_arch = "wasm32")]
 fn probe(settings: &FleetSettings) -> bool {
     let message = encode_request(&settings.domain, &[]);
-    // An empty metadata map: the serialized form is a 4-byte zero count.
-    let metadata = [0u8; 4];
-    let mut token = 0u32;
-    // SAFETY: every pointer/length pair comes from a live slice; the host writes one u32 into
-    // `token`, which outlives the call.
-    let status = unsafe {
-        proxy_grpc_call(
-            settings.cluster.as_ptr(),
-            settings.cluster.len(),
-            SERVICE.as_ptr(),
-            SERVICE.len(),
-            METHOD.as_ptr(),
-            METHOD.len(),
-            metadata.as_ptr(),
-            metadata.len(),
-            message.as_ptr(),
-            message.len(),
-            u32::try_from(settings.timeout_ms).unwrap_or(u32::MAX),
-            &mut token,
-        )
-    };
-    status == proxy_wasm::types::Status::Ok
-}
-
-#[cfg(not(target_arch = "wasm32"))]
-fn probe(_settings: &FleetSettings) -> bool {
-    false
+    host::grpc_call_accepted(
+        &settings.cluster,
+        SERVICE,
+        METHOD,
+        &message,
+        Duration::from_millis(settings.timeout_ms),
+    )
 }
 
 impl ClusterProbe {

@@ -278,3 +278,15 @@ pub fn set_tick_period(_period: Duration) -> Result<(), Status> {
     record("set_tick_period");
     Ok(())
 }
+
+/// The cluster probe: the fake knows every cluster.
+pub fn grpc_call_accepted(
+    _cluster: &str,
+    _service: &str,
+    _method: &str,
+    _message: &[u8],
+    _timeout: Duration,
+) -> bool {
+    record("grpc_call");
+    true
+}
