@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::host::fake;
+use crate::http::RequestFilter;
 use crate::root::{FilterRoot, Plugin};
 use llm_forward_core::config::{Config, FilterConfig};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -15,28 +16,28 @@ use std::rc::Rc;
 
 /// Routes only, metrics and the OpenAI `caching` field off: nothing to do. Equals the no-op
 /// filter (bench/noop-filter), which makes no host call per request.
-const NOTHING_CONFIGURED: usize = 0;
+const NOTHING_CONFIGURED: usize = 3;
 /// The defaults with nothing configured (bench variant f0): per-route metrics and the OpenAI
 /// `caching` field are on by default.
-const DEFAULTS: usize = 0;
+const DEFAULTS: usize = 7;
 /// A forward key swapped for an upstream key.
-const KEYS_ONLY: usize = 0;
+const KEYS_ONLY: usize = 8;
 /// Keys + IP list + a request limit per key.
-const KEYS_IP_LIMIT: usize = 0;
+const KEYS_IP_LIMIT: usize = 14;
 /// Keys + IP list + request limit + chat logs (bench variant c).
-const KEYS_IP_LIMIT_CHATLOG: usize = 0;
+const KEYS_IP_LIMIT_CHATLOG: usize = 21;
 /// Variant c with a stream of [`STREAM_CHUNKS`] chunks: a fixed part plus a price per chunk.
-const STREAM_FIXED: usize = 0;
-const STREAM_PER_CHUNK: usize = 0;
+const STREAM_FIXED: usize = 20;
+const STREAM_PER_CHUNK: usize = 1;
 const STREAM_CHUNKS: usize = 10;
 /// Variant c + cache, answered from the worker's hot cache (bench variant d).
-const CACHE_HIT: usize = 0;
+const CACHE_HIT: usize = 17;
 /// Refusals: no key (401), a model the key may not use (403), over the request limit (429).
-const REFUSED_401: usize = 0;
-const REFUSED_403: usize = 0;
-const REFUSED_429: usize = 0;
+const REFUSED_401: usize = 11;
+const REFUSED_403: usize = 14;
+const REFUSED_429: usize = 12;
 /// Fleet-wide limits: the admission call to the rate-limit service and its answer.
-const FLEET_ADMISSION: usize = 0;
+const FLEET_ADMISSION: usize = 15;
 
 const CHAT_BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
 const ANSWER: &str = r#"{"id":"c1","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
@@ -144,10 +145,18 @@ fn exchange(plugin: &Rc<Plugin>, context_id: u32, req: &Request) -> Outcome {
     fake::with(|s| s.replies.clear());
     let mut f = RequestFilter::new(Rc::clone(plugin)).with_context_id(context_id);
     let replied = || fake::with(|s| s.replies.last().map(|r| r.0));
+    let tokens_before = fake::with(|s| s.next_token);
     let _ = f.on_http_request_headers(headers.len(), false);
     if replied().is_none() {
         fake::set_buffer_bytes(BufferType::HttpRequestBody, req.body.as_bytes());
         let _ = f.on_http_request_body(req.body.len(), true);
+    }
+    let token = fake::with(|s| s.next_token);
+    if token > tokens_before && replied().is_none() {
+        // A fleet admission call: the rate-limit service answers OK (`overall_code: OK`).
+        let answer = [0x08, 0x01];
+        fake::set_buffer_bytes(BufferType::GrpcReceiveBuffer, &answer);
+        f.on_grpc_call_response(token, 0, answer.len());
     }
     let reply = replied();
     let chunks: Vec<String> = match reply {
@@ -179,22 +188,158 @@ fn exchange(plugin: &Rc<Plugin>, context_id: u32, req: &Request) -> Outcome {
     }
 }
 
-use crate::http::RequestFilter;
-
 fn show(name: &str, o: &Outcome) {
-    eprintln!("{name}: {} calls {:?} reply {:?}", o.calls.len(), o.calls, o.reply);
+    eprintln!(
+        "{name}: {} calls {:?} reply {:?}",
+        o.calls.len(),
+        o.calls,
+        o.reply
+    );
+}
+
+/// One warm-up exchange (lazily defined counters, first shared-data writes), then the measured one.
+fn steady(config: serde_json::Value, req: &Request) -> Outcome {
+    let (_root, plugin) = configure(config);
+    let warm = exchange(&plugin, 2, req);
+    assert_eq!(warm.reply, None, "warm-up refused: {:?}", warm.calls);
+    exchange(&plugin, 3, req)
+}
+
+fn assert_budget(name: &str, o: &Outcome, budget: usize) {
+    show(name, o);
+    assert_eq!(
+        o.calls.len(),
+        budget,
+        "{name}: {} host calls, budget {budget}: {:?}",
+        o.calls.len(),
+        o.calls
+    );
+}
+
+fn stream_request(n: usize) -> Request<'static> {
+    let mut chunks: Vec<String> = (0..n.saturating_sub(1))
+        .map(|i| {
+            format!(
+                "data: {{\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"w{i}\"}}}}]}}\n\n"
+            )
+        })
+        .collect();
+    chunks.push(
+        "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\ndata: [DONE]\n\n"
+            .to_string(),
+    );
+    Request {
+        body: r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        chunks,
+        content_type: "text/event-stream",
+        ..Request::default()
+    }
 }
 
 #[test]
-fn print_all() {
-    let (_r, p) = configure(nothing());
-    show("nothing", &exchange(&p, 2, &Request::default()));
-    let (_r, p) = configure(base());
-    show("defaults", &exchange(&p, 2, &Request::default()));
-    let (_r, p) = configure(keys(nothing()));
-    show("keys", &exchange(&p, 2, &Request::default()));
-    let (_r, p) = configure(ip_limit(keys(nothing()), "100000000/minute"));
-    show("keys_ip_limit", &exchange(&p, 2, &Request::default()));
-    let (_r, p) = configure(full());
-    show("c", &exchange(&p, 2, &Request::default()));
+fn nothing_configured_costs_what_the_noop_filter_costs() {
+    let o = steady(nothing(), &Request::default());
+    assert_budget("nothing configured", &o, NOTHING_CONFIGURED);
+}
+
+#[test]
+fn defaults_budget() {
+    assert_budget(
+        "defaults (f0)",
+        &steady(base(), &Request::default()),
+        DEFAULTS,
+    );
+}
+
+#[test]
+fn keys_only_budget() {
+    assert_budget(
+        "keys",
+        &steady(keys(nothing()), &Request::default()),
+        KEYS_ONLY,
+    );
+}
+
+#[test]
+fn keys_ip_limit_budget() {
+    let config = ip_limit(keys(nothing()), "100000000/minute");
+    assert_budget(
+        "keys+ip+limit",
+        &steady(config, &Request::default()),
+        KEYS_IP_LIMIT,
+    );
+}
+
+#[test]
+fn keys_ip_limit_chatlog_budget() {
+    let o = steady(full(), &Request::default());
+    assert_budget("keys+ip+limit+chat log (c)", &o, KEYS_IP_LIMIT_CHATLOG);
+}
+
+#[test]
+fn stream_budget_is_fixed_plus_per_chunk() {
+    let one = steady(full(), &stream_request(1));
+    assert_budget("stream of 1 chunk", &one, STREAM_FIXED + STREAM_PER_CHUNK);
+    let many = steady(full(), &stream_request(STREAM_CHUNKS));
+    assert_budget(
+        "stream of N chunks",
+        &many,
+        STREAM_FIXED + STREAM_CHUNKS * STREAM_PER_CHUNK,
+    );
+}
+
+#[test]
+fn cache_hit_budget() {
+    let mut config = full();
+    config["cache"] = serde_json::json!({
+        "backend": "memory", "port": 8090, "openai": true, "default_request_caching": true
+    });
+    let o = steady(config, &Request::default());
+    assert!(
+        o.calls.contains(&"send_local_response"),
+        "not answered from the worker's cache: {:?}",
+        o.calls
+    );
+    assert_budget("cache hit (d)", &o, CACHE_HIT);
+}
+
+#[test]
+fn refusals_budget() {
+    let (_root, plugin) = configure(full());
+    assert_eq!(exchange(&plugin, 1, &Request::default()).reply, None);
+    // The second of each: the first defines the usage counters of its labels.
+    let no_key = Request {
+        key: None,
+        ..Request::default()
+    };
+    assert_eq!(exchange(&plugin, 2, &no_key).reply, Some(401));
+    let o = exchange(&plugin, 2, &no_key);
+    assert_eq!(o.reply, Some(401));
+    assert_budget("401", &o, REFUSED_401);
+    let body = r#"{"model":"o3","messages":[{"role":"user","content":"hi"}]}"#;
+    let forbidden = Request {
+        body,
+        ..Request::default()
+    };
+    assert_eq!(exchange(&plugin, 3, &forbidden).reply, Some(403));
+    let o = exchange(&plugin, 3, &forbidden);
+    assert_eq!(o.reply, Some(403));
+    assert_budget("403", &o, REFUSED_403);
+
+    let (_root, plugin) = configure(chatlog(ip_limit(keys(base()), "1/minute")));
+    assert_eq!(exchange(&plugin, 2, &Request::default()).reply, None);
+    assert_eq!(exchange(&plugin, 3, &Request::default()).reply, Some(429));
+    let o = exchange(&plugin, 4, &Request::default());
+    assert_eq!(o.reply, Some(429), "{:?}", o.calls);
+    assert_budget("429", &o, REFUSED_429);
+}
+
+#[test]
+fn fleet_admission_budget() {
+    let mut config = ip_limit(keys(nothing()), "100000000/minute");
+    config["limits"]["service"] = serde_json::json!("grpc://127.0.0.1:9001");
+    let o = steady(config, &Request::default());
+    assert!(o.calls.contains(&"grpc_call"), "{:?}", o.calls);
+    assert!(o.calls.contains(&"continue_stream"), "{:?}", o.calls);
+    assert_budget("fleet admission", &o, FLEET_ADMISSION);
 }

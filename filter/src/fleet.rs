@@ -15,10 +15,10 @@
 //! probes the cluster once through the raw ABI, which returns the status instead (see
 //! [`ClusterProbe::cluster_exists`]), and logs a clear error when it is missing.
 
+use crate::host;
 use llm_forward_core::limits::fleet::{
     decode_response, encode_request, verdict, Descriptor, FleetSettings, Verdict, METHOD, SERVICE,
 };
-use crate::host;
 use proxy_wasm::types::BufferType;
 use std::cell::Cell;
 use std::time::Duration;

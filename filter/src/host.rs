@@ -236,10 +236,13 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
         .map(|(_, v)| v.as_str())
 }
 
-
 // The host calls the features make, with the SDK's signatures (errors are the caller's to ignore).
 
-pub fn get_buffer(kind: BufferType, start: usize, max_size: usize) -> Result<Option<Bytes>, Status> {
+pub fn get_buffer(
+    kind: BufferType,
+    start: usize,
+    max_size: usize,
+) -> Result<Option<Bytes>, Status> {
     sys::get_buffer(kind, start, max_size)
 }
 
@@ -312,7 +315,10 @@ pub fn set_effective_context(context_id: u32) -> Result<(), Status> {
     sys::set_effective_context(context_id)
 }
 
-pub fn call_foreign_function(name: &str, arguments: Option<&[u8]>) -> Result<Option<Bytes>, Status> {
+pub fn call_foreign_function(
+    name: &str,
+    arguments: Option<&[u8]>,
+) -> Result<Option<Bytes>, Status> {
     sys::call_foreign_function(name, arguments)
 }
 
@@ -369,7 +375,11 @@ mod tests {
                     dirs.push(path);
                     continue;
                 }
-                let rel = path.strip_prefix(&src).unwrap().to_string_lossy().replace('\\', "/");
+                let rel = path
+                    .strip_prefix(&src)
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('\\', "/");
                 if !rel.ends_with(".rs") || rel == "host.rs" || rel == "host/fake.rs" {
                     continue;
                 }

@@ -123,7 +123,11 @@ pub fn log(_level: LogLevel, _message: &str) -> Result<(), Status> {
     Ok(())
 }
 
-pub fn get_buffer(kind: BufferType, start: usize, max_size: usize) -> Result<Option<Bytes>, Status> {
+pub fn get_buffer(
+    kind: BufferType,
+    start: usize,
+    max_size: usize,
+) -> Result<Option<Bytes>, Status> {
     record("get_buffer_bytes");
     with(|s| {
         let Some(buffer) = s.buffers.get(&(kind as u32)) else {
@@ -269,7 +273,10 @@ pub fn set_effective_context(_context_id: u32) -> Result<(), Status> {
     Ok(())
 }
 
-pub fn call_foreign_function(_name: &str, _arguments: Option<&[u8]>) -> Result<Option<Bytes>, Status> {
+pub fn call_foreign_function(
+    _name: &str,
+    _arguments: Option<&[u8]>,
+) -> Result<Option<Bytes>, Status> {
     record("call_foreign_function");
     Ok(None)
 }
