@@ -14,9 +14,12 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 use std::rc::Rc;
 
-/// Routes only, metrics and the OpenAI `caching` field off: nothing to do. Equals the no-op
-/// filter (bench/noop-filter), which makes no host call per request.
-const NOTHING_CONFIGURED: usize = 3;
+/// The no-op filter (bench/noop-filter) makes no host call per request.
+const NOOP_FILTER: usize = 0;
+/// Routes only, usage metrics and the OpenAI `caching` field off: the single `/` route is idle
+/// (`crate::idle`), so the request costs what the no-op filter's does plus the route's request
+/// counter (`llm_forward.route.<route>.requests_total`, always on): one `increment_metric`.
+const NOTHING_CONFIGURED: usize = NOOP_FILTER + 1;
 /// The defaults with nothing configured (bench variant f0): per-route metrics and the OpenAI
 /// `caching` field are on by default.
 const DEFAULTS: usize = 7;
@@ -237,9 +240,22 @@ fn stream_request(n: usize) -> Request<'static> {
 }
 
 #[test]
-fn nothing_configured_costs_what_the_noop_filter_costs() {
+fn nothing_configured_costs_the_noop_filter_plus_the_route_counter() {
     let o = steady(nothing(), &Request::default());
     assert_budget("nothing configured", &o, NOTHING_CONFIGURED);
+    assert_eq!(o.calls, ["increment_metric"]);
+    assert_eq!(fake::metric("llm_forward.route.root.requests_total"), 2);
+}
+
+#[test]
+fn idle_routes_read_the_path_only() {
+    let mut config = nothing();
+    config["routes"] = serde_json::json!([
+        {"route": "/", "base_url": "http://127.0.0.1:9", "type": "general"},
+        {"route": "/gen", "base_url": "http://127.0.0.1:9", "type": "general"},
+    ]);
+    let o = steady(config, &Request::default());
+    assert_eq!(o.calls, ["get_header_map_value", "increment_metric"]);
 }
 
 #[test]

@@ -211,6 +211,20 @@ impl Context for RequestFilter {
 
 impl HttpContext for RequestFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        // A route with nothing to do costs its counter only (`crate::idle`).
+        let idle = &self.plugin.idle;
+        if let Some(route) = idle.catch_all() {
+            self.plugin.metrics.count_request(route);
+            return Action::Continue;
+        }
+        if idle.all() {
+            let path = host::header_value(MapType::HttpRequestHeaders, ":path");
+            let path = path.as_deref().unwrap_or("/");
+            if let Some(route) = match_route(&self.plugin.config.routes, path) {
+                self.plugin.metrics.count_request(route);
+            }
+            return Action::Continue;
+        }
         // Read the whole map once: later phases may not be allowed to read request headers.
         let headers = host::request_headers();
         let path = host::header(&headers, ":path").unwrap_or("/").to_string();
@@ -218,6 +232,9 @@ impl HttpContext for RequestFilter {
             return Action::Continue;
         };
         self.plugin.metrics.count_request(route);
+        if self.plugin.idle.route(route) {
+            return Action::Continue;
+        }
         let mut ex = Exchange {
             route,
             method: host::header(&headers, ":method")

@@ -16,6 +16,7 @@ pub mod fleet;
 pub mod host;
 pub mod hot_cache;
 pub mod http;
+pub mod idle;
 pub mod limiter;
 pub mod memory;
 pub mod metrics;

@@ -25,6 +25,8 @@ pub struct Plugin {
     pub log_keys: Vec<String>,
     /// Bytes of held bodies and paced queues this worker may keep (`crate::memory`).
     pub memory: crate::memory::MemoryBudget,
+    /// Which routes have nothing to do, decided once here (`crate::idle`).
+    pub idle: crate::idle::IdleRoutes,
 }
 
 #[derive(Default)]
@@ -99,7 +101,9 @@ impl RootContext for FilterRoot {
                     let _ = host::set_tick_period(crate::limiter::TICK);
                 }
                 let memory = crate::memory::MemoryBudget::configure(config.memory_budget_bytes);
+                let idle = crate::idle::IdleRoutes::of(&config);
                 self.plugin = Some(Rc::new(Plugin {
+                    idle,
                     memory,
                     config,
                     metrics,
