@@ -169,16 +169,25 @@ fn text(bytes: &[u8]) -> String {
 /// little-endian, then each key and value followed by a NUL. Truncated input gives the pairs that
 /// are complete.
 pub fn decode_header_pairs(bytes: &[u8]) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    for_each_raw_pair(bytes, |key, value| {
+        pairs.push((text(key), text(value)));
+        true
+    });
+    pairs
+}
+
+/// Calls `f` with each complete (key, value) of a serialised map until it returns false.
+fn for_each_raw_pair(bytes: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> bool) {
     let word = |at: usize| -> Option<usize> {
         let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
         usize::try_from(u32::from_le_bytes(raw)).ok()
     };
     let Some(count) = word(0) else {
-        return Vec::new();
+        return;
     };
-    let mut pairs = Vec::with_capacity(count.min(256));
     let Some(mut p) = count.checked_mul(8).and_then(|n| n.checked_add(4)) else {
-        return pairs;
+        return;
     };
     for n in 0..count {
         let s = 4 + n * 8;
@@ -193,9 +202,37 @@ pub fn decode_header_pairs(bytes: &[u8]) -> Vec<(String, String)> {
             break;
         };
         p += value_len + 1;
-        pairs.push((text(key), text(value)));
+        if !f(key, value) {
+            break;
+        }
     }
-    pairs
+}
+
+/// The first value of each of `names` in a serialised map, decoding only those (a response map
+/// read for two headers need not become a `Vec` of owned pairs).
+pub fn find_in_pairs<const N: usize>(bytes: &[u8], names: [&str; N]) -> [Option<String>; N] {
+    let mut found: [Option<String>; N] = std::array::from_fn(|_| None);
+    let mut missing = N;
+    for_each_raw_pair(bytes, |key, value| {
+        for (name, slot) in names.iter().zip(found.iter_mut()) {
+            if slot.is_none() && key == name.as_bytes() {
+                *slot = Some(text(value));
+                missing -= 1;
+            }
+        }
+        missing > 0
+    });
+    found
+}
+
+/// Several headers of a map in one host call (the whole map crosses once, only `names` are
+/// decoded); each `None` when absent or unavailable in this phase.
+pub fn header_values<const N: usize>(map: MapType, names: [&str; N]) -> [Option<String>; N] {
+    let (status, bytes) = sys::header_map_pairs(map);
+    if status != 0 {
+        return std::array::from_fn(|_| None);
+    }
+    find_in_pairs(&bytes, names)
 }
 
 pub fn set_request_header(name: &str, value: Option<&str>) {
@@ -430,6 +467,15 @@ mod tests {
             assert!(decode_header_pairs(&bytes[..cut]).len() <= 2);
         }
         assert!(decode_header_pairs(&[0xff, 0xff, 0xff, 0xff]).is_empty());
+        // The same values found by name, first occurrence, without decoding the rest.
+        let bytes = encode(&[(b":status", b"200"), (b"x", b"1"), (b":status", b"500")]);
+        assert_eq!(
+            super::find_in_pairs(&bytes, [":status", "content-type"]),
+            [Some("200".to_string()), None]
+        );
+        for cut in 0..bytes.len() {
+            let _ = super::find_in_pairs(&bytes[..cut], [":status", "x"]);
+        }
         assert!(decode_header_pairs(&[]).is_empty());
     }
 }

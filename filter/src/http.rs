@@ -430,13 +430,10 @@ impl HttpContext for RequestFilter {
                 // Our own reply: status and content type were set when it was sent.
                 Some(ex.status)
             } else if self.chatlog.is_some() || self.limits.is_some() {
-                let pairs = host::header_pairs(MapType::HttpResponseHeaders);
-                ex.response_content_type = Some(
-                    host::header(&pairs, "content-type")
-                        .unwrap_or_default()
-                        .to_string(),
-                );
-                host::header(&pairs, ":status").and_then(|s| s.parse().ok())
+                let [status, content_type] =
+                    host::header_values(MapType::HttpResponseHeaders, [":status", "content-type"]);
+                ex.response_content_type = Some(content_type.unwrap_or_default());
+                status.and_then(|s| s.parse().ok())
             } else {
                 host::header_value(MapType::HttpResponseHeaders, ":status")
                     .and_then(|s| s.parse().ok())
