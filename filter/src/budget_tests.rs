@@ -2,7 +2,7 @@
 //! exchange kind, driven through whole exchanges against the recording fake (`crate::host::fake`).
 //! Envoy's own calls into the VM (one per phase) are the same for every filter, the no-op one
 //! included, so they are not counted here. A change that adds a crossing fails these tests: lower a
-//! budget when you remove one, and update docs/crossing-budgets.md with it.
+//! budget when you remove one, and update docs/performance.md (Crossing budgets) with it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
