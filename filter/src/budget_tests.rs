@@ -35,6 +35,9 @@ const STREAM_PER_CHUNK: usize = 1;
 const STREAM_CHUNKS: usize = 10;
 /// Variant c + cache, answered from the worker's hot cache (bench variant d).
 const CACHE_HIT: usize = 17;
+/// Variant c + cache and a token quota, a miss: the answer is read once for the chat log, the
+/// cache copy and the token count.
+const CACHE_MISS_TOKENS: usize = 36;
 /// Refusals: no key (401), a model the key may not use (403), over the request limit (429).
 const REFUSED_401: usize = 11;
 const REFUSED_403: usize = 14;
@@ -155,7 +158,12 @@ fn exchange(plugin: &Rc<Plugin>, context_id: u32, req: &Request) -> Outcome {
         let _ = f.on_http_request_body(req.body.len(), true);
     }
     let token = fake::with(|s| s.next_token);
-    if token > tokens_before && replied().is_none() {
+    let lookup = fake::with(|s| s.calls.contains(&"dispatch_http_call"));
+    if token > tokens_before && lookup && replied().is_none() {
+        // A cache lookup: the cache service has no entry.
+        fake::set_map(MapType::HttpCallResponseHeaders, &[(":status", "404")]);
+        f.on_http_call_response(token, 1, 0, 0);
+    } else if token > tokens_before && replied().is_none() {
         // A fleet admission call: the rate-limit service answers OK (`overall_code: OK`).
         let answer = [0x08, 0x01];
         fake::set_buffer_bytes(BufferType::GrpcReceiveBuffer, &answer);
@@ -358,4 +366,32 @@ fn fleet_admission_budget() {
     assert!(o.calls.contains(&"grpc_call"), "{:?}", o.calls);
     assert!(o.calls.contains(&"continue_stream"), "{:?}", o.calls);
     assert_budget("fleet admission", &o, FLEET_ADMISSION);
+}
+
+#[test]
+fn a_response_chunk_is_read_once_for_every_feature() {
+    let mut config = full();
+    config["cache"] = serde_json::json!({
+        "backend": "memory", "port": 8090, "openai": true, "default_request_caching": true
+    });
+    config["limits"]["tokens"] = serde_json::json!([
+        {"path": "/v1/chat/completions", "limit": "100000000/minute", "per": "key"}
+    ]);
+    let (_root, plugin) = configure(config);
+    let first = Request::default();
+    assert_eq!(exchange(&plugin, 2, &first).reply, None);
+    // Another body: a miss again, in steady state.
+    let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"again"}]}"#;
+    let o = exchange(
+        &plugin,
+        3,
+        &Request {
+            body,
+            ..Request::default()
+        },
+    );
+    assert_eq!(o.reply, None);
+    let reads = o.calls.iter().filter(|c| **c == "get_buffer_bytes").count();
+    assert_eq!(reads, 2, "request body + one response chunk: {:?}", o.calls);
+    assert_budget("cache miss + token quota", &o, CACHE_MISS_TOKENS);
 }

@@ -562,9 +562,10 @@ impl CacheRequest {
         &mut self,
         plugin: &Plugin,
         ex: &Exchange,
-        body_size: usize,
+        chunk: &mut host::ResponseChunk,
         end_of_stream: bool,
     ) {
+        let body_size = chunk.size();
         let Some(cache) = settings(plugin) else {
             return;
         };
@@ -579,8 +580,8 @@ impl CacheRequest {
                 self.key = None;
                 return;
             }
-            match host::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
-                Ok(Some(chunk)) => copy.extend_from_slice(&chunk),
+            match chunk.bytes() {
+                Ok(Some(chunk)) => copy.extend_from_slice(chunk),
                 Ok(None) => {}
                 Err(_) => {
                     self.copy = None;

@@ -188,15 +188,17 @@ impl ChatLog {
     }
 
     /// A response body chunk passing through; at the end, [`Exchange::answer`] is set.
-    pub fn on_response_chunk(&mut self, ex: &mut Exchange, size: usize, end_of_stream: bool) {
+    pub fn on_response_chunk(
+        &mut self,
+        ex: &mut Exchange,
+        chunk: &mut host::ResponseChunk,
+        end_of_stream: bool,
+    ) {
         if matches!(self.tap, Tap::Off | Tap::Done) {
             return;
         }
-        if size > 0 {
-            let chunk = host::get_buffer(BufferType::HttpResponseBody, 0, size)
-                .ok()
-                .flatten()
-                .unwrap_or_default();
+        if chunk.size() > 0 {
+            let chunk: &[u8] = chunk.bytes().ok().flatten().unwrap_or_default();
             match &mut self.tap {
                 Tap::Sse(sse) => {
                     let SseTap {
@@ -204,7 +206,7 @@ impl ChatLog {
                         extractor,
                         events,
                     } = sse.as_mut();
-                    parser.feed(&chunk, events);
+                    parser.feed(chunk, events);
                     for ev in events.drain(..) {
                         extractor.on_event(&ev);
                     }
@@ -219,7 +221,7 @@ impl ChatLog {
                         *overflow = true;
                         *body = Vec::new();
                     } else {
-                        body.extend_from_slice(&chunk);
+                        body.extend_from_slice(chunk);
                     }
                 }
                 Tap::Off | Tap::Done => {}

@@ -273,6 +273,39 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
         .map(|(_, v)| v.as_str())
 }
 
+/// A response body chunk read from Envoy at most once, by the first feature that needs its bytes;
+/// the others (chat log, cache copy, limits) get the same bytes without another crossing.
+#[derive(Debug)]
+pub struct ResponseChunk {
+    size: usize,
+    read: Option<Result<Option<Bytes>, Status>>,
+}
+
+impl ResponseChunk {
+    pub fn new(size: usize) -> Self {
+        ResponseChunk { size, read: None }
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The chunk's bytes (`Ok(None)` for an empty chunk or when Envoy has none), read on first use.
+    pub fn bytes(&mut self) -> Result<Option<&[u8]>, Status> {
+        if self.size == 0 {
+            return Ok(None);
+        }
+        let size = self.size;
+        let read = self
+            .read
+            .get_or_insert_with(|| sys::get_buffer(BufferType::HttpResponseBody, 0, size));
+        match read {
+            Ok(bytes) => Ok(bytes.as_deref()),
+            Err(e) => Err(*e),
+        }
+    }
+}
+
 // The host calls the features make, with the SDK's signatures (errors are the caller's to ignore).
 
 pub fn get_buffer(

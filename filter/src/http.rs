@@ -456,15 +456,17 @@ impl HttpContext for RequestFilter {
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         // Chunks flow on untouched (Continue); the log reads them as they pass and fills
         // `Exchange::answer` at the end of the stream. Features using the answer come after it.
+        // Read from Envoy at most once, by the first feature that wants the bytes.
+        let mut chunk = host::ResponseChunk::new(body_size);
         if let (Some(log), Some(ex)) = (self.chatlog.as_mut(), self.exchange.as_mut()) {
-            log.on_response_chunk(ex, body_size, end_of_stream);
+            log.on_response_chunk(ex, &mut chunk, end_of_stream);
         }
         if let (Some(cache), Some(ex)) = (self.cache.as_mut(), self.exchange.as_ref()) {
-            cache.on_response_chunk(&self.plugin, ex, body_size, end_of_stream);
+            cache.on_response_chunk(&self.plugin, ex, &mut chunk, end_of_stream);
         }
         // Last: it may rewrite the chunk (usage the client did not ask for) or hold it (pacing).
         if let (Some(limits), Some(ex)) = (self.limits.as_mut(), self.exchange.as_mut()) {
-            return limits.on_response_body(&self.plugin, ex, body_size, end_of_stream);
+            return limits.on_response_body(&self.plugin, ex, &mut chunk, end_of_stream);
         }
         Action::Continue
     }

@@ -741,27 +741,21 @@ impl LimitRequest {
         &mut self,
         plugin: &Plugin,
         ex: &mut Exchange,
-        size: usize,
+        chunk: &mut host::ResponseChunk,
         end_of_stream: bool,
     ) -> Action {
+        let size = chunk.size();
         self.response_bytes = self.response_bytes.saturating_add(size as u64);
         let reading = !matches!(self.tap, Tap::Off);
         if !reading && self.splitter.is_none() {
             return Action::Continue;
         }
-        let chunk = if size > 0 {
-            host::get_buffer(BufferType::HttpResponseBody, 0, size)
-                .ok()
-                .flatten()
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        self.read_usage(ex, &chunk, end_of_stream);
+        let chunk: &[u8] = chunk.bytes().ok().flatten().unwrap_or_default();
+        self.read_usage(ex, chunk, end_of_stream);
         let Some(splitter) = self.splitter.as_mut() else {
             return Action::Continue;
         };
-        let mut events = splitter.feed(&chunk);
+        let mut events = splitter.feed(chunk);
         if end_of_stream {
             events.extend(splitter.finish());
         }
