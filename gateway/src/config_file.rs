@@ -104,6 +104,20 @@ pub fn load(
     load_with(path, env, &Overrides::default())
 }
 
+/// For the one-shot commands (`render`, `convert`, `cache`): the config at `--config` (or the
+/// default path) with the process environment; an invalid one is printed and becomes exit code 1.
+pub fn load_for_cli(config: Option<&Path>) -> Result<ValidConfig, i32> {
+    let env = |k: &str| std::env::var(k).ok();
+    let path = resolve_path(config);
+    load(path.as_deref(), &env).map_err(|errors| {
+        eprintln!(
+            "llm-forward: invalid configuration:\n  {}",
+            errors.join("\n  ")
+        );
+        1
+    })
+}
+
 /// [`load`], then the command line's `overrides`, then validate.
 pub fn load_with(
     path: Option<&Path>,
@@ -217,7 +231,10 @@ fn apply_limit_env(
     // alone can size it for a loaded machine.
     if let Some(v) = env("RATE_LIMIT_TIMEOUT_MS").filter(|v| !v.trim().is_empty()) {
         limits.timeout_ms = v.trim().parse().map_err(|_| {
-            ConfigError::new("RATE_LIMIT_TIMEOUT_MS", format!("`{v}` is not a valid number"))
+            ConfigError::new(
+                "RATE_LIMIT_TIMEOUT_MS",
+                format!("`{v}` is not a valid number"),
+            )
         })?;
     }
     if let Some(v) = env("TOKEN_RATE_LIMIT").filter(|v| !v.trim().is_empty()) {

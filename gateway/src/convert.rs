@@ -14,6 +14,8 @@
 //!   `"tools"` when the request had them; tool calls become the assistant's `tool_calls`. A record
 //!   with several choices (`n` > 1) gives one example per choice.
 
+pub mod cli;
+
 use llm_forward_core::answer::{ApiKind, Choice};
 use llm_forward_core::chatlog::ChatRecord;
 use serde_json::{json, Map, Value};

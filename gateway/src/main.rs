@@ -269,61 +269,16 @@ fn main() {
             istio,
             istio_image,
             ratelimit_config,
-        } => {
-            let env = |k: &str| std::env::var(k).ok();
-            let path = config_file::resolve_path(config.as_deref());
-            match config_file::load(path.as_deref(), &env) {
-                Ok(valid) if ratelimit_config => {
-                    match llm_forward_gateway::fleet::ratelimit_yaml(&valid.raw.limits) {
-                        Ok(yaml) => {
-                            print!("{yaml}");
-                            0
-                        }
-                        Err(errors) => {
-                            eprintln!(
-                                "llm-forward: these limits cannot be rendered for envoyproxy/ratelimit:\n  {}",
-                                errors.join("\n  ")
-                            );
-                            1
-                        }
-                    }
-                }
-                Ok(valid) if istio => {
-                    use llm_forward_gateway::istio;
-                    let mut options = istio::IstioOptions::default();
-                    if let Some(image) = istio_image {
-                        options.image = image;
-                    }
-                    let (manifest, notes) = istio::wasm_plugin(&valid, &options);
-                    for n in &notes {
-                        eprintln!("llm-forward: note: {n}");
-                    }
-                    print!("{}", istio::to_yaml(&manifest, &notes));
-                    0
-                }
-                Ok(valid) => {
-                    let options = render::RenderOptions {
-                        wasm_path,
-                        log_dir: log_dir.unwrap_or_else(|| valid.raw.log_dir.clone()),
-                        ca_bundle: ca_bundle.unwrap_or_else(render::default_ca_bundle),
-                        ..Default::default()
-                    };
-                    let mut bootstrap = render::bootstrap(&valid, &options);
-                    if without_filter {
-                        render::without_filter(&mut bootstrap);
-                    }
-                    print!("{}", render::to_yaml(&bootstrap));
-                    0
-                }
-                Err(errors) => {
-                    eprintln!(
-                        "llm-forward: invalid configuration:\n  {}",
-                        errors.join("\n  ")
-                    );
-                    1
-                }
-            }
-        }
+        } => render::cli::run(render::cli::CliOptions {
+            config,
+            wasm_path,
+            log_dir,
+            ca_bundle,
+            without_filter,
+            istio,
+            istio_image,
+            ratelimit_config,
+        }),
         Command::Cache {
             config,
             listen,
@@ -349,29 +304,12 @@ fn main() {
             out,
             format,
         } => {
-            let env = |k: &str| std::env::var(k).ok();
-            let path = config_file::resolve_path(config.as_deref());
-            match config_file::load(path.as_deref(), &env) {
-                Ok(valid) => {
-                    // The converted files hold the conversations: as private as the chat logs.
-                    llm_forward_gateway::private_files::set_process_umask(
-                        valid.raw.logging.group_readable,
-                    );
-                    llm_forward_gateway::convert::run(
-                        std::path::Path::new(&valid.raw.log_dir),
-                        log_folder.as_deref(),
-                        out.as_deref(),
-                        format,
-                    )
-                }
-                Err(errors) => {
-                    eprintln!(
-                        "llm-forward: invalid configuration:\n  {}",
-                        errors.join("\n  ")
-                    );
-                    1
-                }
-            }
+            llm_forward_gateway::convert::cli::run(llm_forward_gateway::convert::cli::CliOptions {
+                config,
+                log_folder,
+                out,
+                format,
+            })
         }
         Command::Migrate { .. } => 0,
         Command::Ratelimit {

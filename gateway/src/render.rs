@@ -5,6 +5,8 @@
 //! a pure function of the config and [`RenderOptions`], so `render` output is reproducible and the
 //! examples in `envoy/` are checked against it by a test.
 
+pub mod cli;
+
 use crate::http_server::ListenAddr;
 use llm_forward_core::config::{FilterConfig, Route, RouteKind, ValidConfig};
 use serde_json::{json, Value};

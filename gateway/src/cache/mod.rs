@@ -534,21 +534,13 @@ pub struct CliOptions {
 
 /// `llm-forward cache`: load the config (file + environment), apply the flags, serve until interrupted.
 pub async fn cli(options: CliOptions) -> i32 {
-    let env = |k: &str| std::env::var(k).ok();
-    let path = crate::config_file::resolve_path(options.config.as_deref());
-    let mut cache = match crate::config_file::load(path.as_deref(), &env) {
+    let mut cache = match crate::config_file::load_for_cli(options.config.as_deref()) {
         Ok(valid) => {
             // The disk backend's file holds answers: owner-only (or group) like `run`'s files.
             crate::private_files::set_process_umask(valid.raw.logging.group_readable);
             valid.raw.cache
         }
-        Err(errors) => {
-            eprintln!(
-                "llm-forward: invalid configuration:\n  {}",
-                errors.join("\n  ")
-            );
-            return 1;
-        }
+        Err(code) => return code,
     };
     if let Some(b) = &options.backend {
         match CacheBackend::parse(b) {
