@@ -15,7 +15,7 @@
 
 use crate::answer::{self, Answer, ApiKind};
 use crate::cache_key::{self, CacheScope, CachingField};
-use crate::config::{ConfigError, RouteKind};
+use crate::config_base::{ConfigError, RouteKind};
 use crate::sse::{SseEvent, SseParser};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -5,37 +5,13 @@
 //! Validation turns a raw [`Config`] into a checked one and names the field path of every problem,
 //! so a typo fails at startup with `routes[1].base_url: …` instead of misbehaving later.
 
+mod access_form;
+
+// Shared with the feature modules' own settings (access, cache, limits); they live in a leaf module
+// so those modules need not import this one, which aggregates them.
+pub use crate::config_base::{normalize_prefix, ConfigError, RouteKind};
 use crate::url::BaseUrl;
 use serde::{Deserialize, Serialize};
-use std::fmt;
-
-/// A configuration problem, located by the JSON-path-like name of the field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub path: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// The whole gateway configuration, as written in `llm-forward.yaml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -271,16 +247,6 @@ impl Default for ServerConfig {
     }
 }
 
-/// How a route's traffic is treated; same names and meaning as OpenAI-Forward's `type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RouteKind {
-    /// OpenAI-compatible API: JSON bodies of chat/completions/embeddings get LLM features.
-    Openai,
-    /// Any HTTP API, passed through.
-    General,
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
@@ -373,13 +339,6 @@ pub struct Route {
 pub struct ValidConfig {
     pub raw: Config,
     pub routes: Vec<Route>,
-}
-
-/// Normalise a route prefix like OpenAI-Forward does: leading `/` added, trailing `/` removed,
-/// runs of `/` collapsed. `""` and `"/"` are the root.
-pub fn normalize_prefix(route: &str) -> String {
-    let parts: Vec<&str> = route.split('/').filter(|s| !s.is_empty()).collect();
-    format!("/{}", parts.join("/"))
 }
 
 fn route_name(prefix: &str) -> String {
@@ -546,7 +505,7 @@ impl Config {
                 routes[i].name = candidate;
             }
         }
-        crate::access::validate(&self, &mut errors);
+        access_form::validate(&self, &mut errors);
         if errors.is_empty() {
             Ok(ValidConfig { raw: self, routes })
         } else {

@@ -10,6 +10,7 @@ pub mod cache_key;
 pub mod chatlog;
 pub mod cidr;
 pub mod config;
+pub mod config_base;
 pub mod errors;
 pub mod limits;
 pub mod memory;

@@ -4,17 +4,8 @@
 //! apply. Both use segment-safe prefixes: `/gen` matches `/gen` and `/gen/…`, never `/genx`.
 
 use crate::config::FilterRoute;
-
-/// True when `path` (query already removed) is `prefix` or lies below it.
-pub fn prefix_matches(prefix: &str, path: &str) -> bool {
-    if prefix == "/" {
-        return path.starts_with('/');
-    }
-    match path.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/'),
-        None => false,
-    }
-}
+// In the leaf module so that feature settings (limits) can match paths without importing `config`.
+pub use crate::config_base::prefix_matches;
 
 /// The index of the most specific route for `path_and_query`, if any.
 pub fn match_route(routes: &[FilterRoute], path_and_query: &str) -> Option<usize> {

@@ -15,7 +15,7 @@
 
 use crate::exchange::{Caller, Exchange, Step};
 use crate::host;
-use crate::root::Plugin;
+use crate::plugin::Plugin;
 use llm_forward_core::access::{is_json_content_type, KeyLocation};
 use llm_forward_core::cache::{
     self as core_cache, credential_digest, credential_material, CacheCaller, Directive, Entry,

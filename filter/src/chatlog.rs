@@ -16,7 +16,7 @@
 
 use crate::exchange::Exchange;
 use crate::host;
-use crate::root::Plugin;
+use crate::plugin::Plugin;
 use llm_forward_core::answer::{from_json_body, Answer, ApiKind, StreamExtractor};
 use llm_forward_core::chatlog::{self, api_for_path, metric_label, RecordInput};
 use llm_forward_core::config::{FilterRoute, RouteKind};

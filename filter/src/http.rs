@@ -10,7 +10,7 @@ use crate::chatlog::ChatLog;
 use crate::exchange::{Exchange, LocalReply, Step};
 use crate::host;
 use crate::memory::Use;
-use crate::root::Plugin;
+use crate::plugin::Plugin;
 use llm_forward_core::routing::match_route;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};

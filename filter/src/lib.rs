@@ -20,6 +20,7 @@ pub mod idle;
 pub mod limiter;
 pub mod memory;
 pub mod metrics;
+pub mod plugin;
 pub mod root;
 
 #[cfg(target_arch = "wasm32")]

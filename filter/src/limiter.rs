@@ -23,7 +23,7 @@
 use crate::exchange::{Exchange, LocalReply, Step};
 use crate::host;
 use crate::memory::Use;
-use crate::root::Plugin;
+use crate::plugin::Plugin;
 use llm_forward_core::answer::{from_json_body, Answer, ApiKind, StreamExtractor};
 use llm_forward_core::config::{FilterConfig, RouteKind};
 use llm_forward_core::limits::config::{

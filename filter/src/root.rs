@@ -3,31 +3,12 @@
 use crate::host::{self, log};
 use crate::http::RequestFilter;
 use crate::metrics::Metrics;
+// Kept at its old path for code written before `Plugin` had its own module.
+pub use crate::plugin::Plugin;
 use llm_forward_core::config::FilterConfig;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, LogLevel};
 use std::rc::Rc;
-
-/// What every request of this worker shares, immutable after `on_configure`.
-#[derive(Debug)]
-pub struct Plugin {
-    pub config: FilterConfig,
-    pub metrics: Metrics,
-    /// Per route × model × level usage counters (chat logs feature), defined lazily.
-    pub usage: crate::chatlog::UsageMetrics,
-    /// IP lists, keys, model permissions and routing (compiled from `config.access`).
-    pub access: crate::access::AccessState,
-    /// Response cache counters and the queue of stores the root sends.
-    pub cache: crate::cache::CacheShared,
-    /// Rate limits, token quotas and pacing: rule ids, counters, paced streams.
-    pub limits: crate::limiter::LimitsShared,
-    /// Filter-state key of each route's chat record (`llm_forward_log.<route>`), built once.
-    pub log_keys: Vec<String>,
-    /// Bytes of held bodies and paced queues this worker may keep (`crate::memory`).
-    pub memory: crate::memory::MemoryBudget,
-    /// Which routes have nothing to do, decided once here (`crate::idle`).
-    pub idle: crate::idle::IdleRoutes,
-}
 
 #[derive(Default)]
 pub struct FilterRoot {

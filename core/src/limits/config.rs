@@ -35,8 +35,7 @@ use sha2::{Digest, Sha256};
 
 use super::grammar::{LimitSpec, Rate};
 use super::window::Strategy;
-use crate::config::{normalize_prefix, ConfigError};
-use crate::routing::prefix_matches;
+use crate::config_base::{normalize_prefix, prefix_matches, ConfigError};
 
 /// Whose bucket a request counts in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
