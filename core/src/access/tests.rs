@@ -1,4 +1,5 @@
 use super::*;
+use crate::answer::ApiKind;
 use crate::config::{Config, RouteConfig, RouteKind};
 use std::net::IpAddr;
 
