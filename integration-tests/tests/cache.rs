@@ -1,6 +1,9 @@
 //! Response cache through the real Envoy, the built filter and the gateway's cache service (started
 //! in-process), for each backend: memory, disk (redb) and redis (a real `redis-server`).
 
+// Test harness: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use llm_forward_core::answer::{Answer, StreamExtractor};
 use llm_forward_core::cache::CacheBackend;
 use llm_forward_core::config::{Config, RouteConfig, RouteKind};

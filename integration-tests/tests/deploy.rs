@@ -2,6 +2,9 @@
 //! WasmPlugin, and the documentation's copy-paste examples (docs/deploy.md "Use it in your own
 //! Envoy" and "Use it in Istio", docs/migration.md "Example"), read from the pages by `doc_block`.
 
+// Test harness: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use llm_forward_core::config::FilterConfig;
 use llm_forward_integration_tests::*;
 use serde_yaml::Value;

@@ -7,6 +7,9 @@
 //! are OpenAI-shaped with the right status, and no request outlived its timeout. Most run with every
 //! feature on (keys, IP list, limits, token quotas, pacing, cache, chat logs), where panics hide.
 
+// Test harness: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use llm_forward_core::config::Config;
 use llm_forward_gateway::cache::{CacheServer, ServiceConfig};
 use llm_forward_integration_tests::*;

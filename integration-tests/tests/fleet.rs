@@ -2,6 +2,9 @@
 //! rate-limit service (`llm-forward ratelimit`, in this process), one real `redis-server`, all on
 //! free loopback ports. docs/fleet-limits.md describes the behaviour checked here.
 
+// Test harness: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use llm_forward_core::config::Config;
 use llm_forward_core::limits::config::{LimitRule, LimitsConfig, Per};
 use llm_forward_core::limits::fleet::FailureMode;

@@ -6,6 +6,9 @@
 //! (`a_comma_in_authorization_changes_nothing`), levels never matching `Bearer fk-…`
 //! (`a_level_limit_applies_to_bearer_forward_keys`).
 
+// Test harness: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use llm_forward_core::config::{Config, RouteConfig, RouteKind};
 use llm_forward_core::limits::config::{LimitRule, LimitsConfig, PacingRule, Per};
 use llm_forward_core::limits::{parse_limit, Strategy};

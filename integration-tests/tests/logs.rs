@@ -1,6 +1,9 @@
 //! Chat logs and usage metrics through the real Envoy: one JSON line per exchange in
 //! `<log_dir>/<route>/chat.log`, written from filter state by a file access logger.
 
+// Test harness: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use llm_forward_core::chatlog::ChatRecord;
 use llm_forward_core::config::{Config, RouteConfig, RouteKind};
 use llm_forward_integration_tests::*;

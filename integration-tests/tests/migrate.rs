@@ -2,6 +2,9 @@
 //! `.env` serves it (forward keys, a rate limit, caching), and `llm-forward migrate` turns it into an
 //! `llm-forward.yaml` that `render` accepts.
 
+// Test harness: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use llm_forward_gateway::http_server::ListenAddr;
 use llm_forward_integration_tests::*;
 use serde_json::json;

@@ -2,6 +2,9 @@
 //! own `envoy.filters.http.ratelimit` filter, configured by hand exactly as docs/ratelimit-service.md
 //! shows (the test reads the doc's YAML blocks, so the doc stays true), with a real Redis.
 
+// Test harness: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use llm_forward_gateway::ratelimit::config::RlsConfig;
 use llm_forward_gateway::ratelimit::listen::{BoundAddr, Listen};
 use llm_forward_gateway::ratelimit::{Options, RateLimitServer};

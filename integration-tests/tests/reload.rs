@@ -1,5 +1,8 @@
 //! Hot reload: `llm-forward run` applies edits of its config file without dropping streams.
 
+// Test harness: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use llm_forward_integration_tests::*;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

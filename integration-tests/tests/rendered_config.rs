@@ -1,5 +1,8 @@
 //! The shipped Envoy examples stay in sync with the renderer, and Envoy accepts what we render.
 
+// Test harness: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use llm_forward_gateway::config_file;
 use llm_forward_gateway::render::{bootstrap, to_yaml, RenderOptions};
 use llm_forward_integration_tests::*;

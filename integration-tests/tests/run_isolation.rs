@@ -3,6 +3,9 @@
 //! working folder cannot choose the programs it runs nor hand Envoy its variables, and two
 //! gateways run side by side with only `--port` differing.
 
+// Test harness: a failed unwrap, expect or panic is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use llm_forward_integration_tests::*;
 use serde_json::{json, Value};
 use std::collections::HashSet;
