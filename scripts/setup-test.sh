@@ -16,6 +16,13 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
 }
 
+# test.sh checks formatting and lints first (cargo fmt, cargo clippy); a toolchain installed with
+# rustup's minimal profile has neither.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  echo "setup: adding the rustfmt and clippy components"
+  rustup component add rustfmt clippy
+fi
+
 # Fuzzing (scripts/fuzz.sh, run by test.sh) needs cargo-fuzz and a nightly toolchain. Nightly cannot
 # be fetched here; when the machine has it, install cargo-fuzz from crates.io (compiling it takes
 # about 2-5 minutes, once).
