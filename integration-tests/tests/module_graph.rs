@@ -143,6 +143,24 @@ fn core_modules_have_no_import_cycle() {
 }
 
 #[test]
+fn gateway_modules_have_no_import_cycle() {
+    let graph = crate_graph("gateway");
+    assert_acyclic(
+        "gateway",
+        graph,
+        &[
+            "run",
+            "config_file",
+            "render",
+            "console",
+            "migrate",
+            "ratelimit",
+        ],
+        &[],
+    );
+}
+
+#[test]
 fn filter_modules_have_no_import_cycle() {
     let graph = crate_graph("filter");
     let importers: Vec<&String> = graph
