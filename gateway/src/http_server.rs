@@ -191,6 +191,94 @@ async fn accept(listener: &Listener) -> std::io::Result<Box<dyn Stream>> {
     }
 }
 
+/// A running server's lifetime: its shutdown signal and, when it runs on a thread of its own, that
+/// thread. [`ServerHandle::stop`] (or dropping the handle) signals the server and joins its thread,
+/// so whatever the server owns (a redb file, a Unix socket) is released when it returns.
+pub struct ServerHandle {
+    shutdown: watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// Serve on the caller's tokio runtime: `serve` gets the shutdown signal.
+    pub fn on_current_runtime<Fut>(serve: impl FnOnce(watch::Receiver<bool>) -> Fut) -> ServerHandle
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (shutdown, rx) = watch::channel(false);
+        tokio::spawn(serve(rx));
+        ServerHandle {
+            shutdown,
+            thread: None,
+        }
+    }
+
+    /// Open and serve on a thread `name` with a runtime of its own, for blocking callers (tests,
+    /// benches). Returns once `open` has finished, with what it reported (e.g. the bound address) or
+    /// its error; the opened state `T` stays on that thread and goes to `serve`.
+    pub fn on_own_thread<T, A, Open, Opened, Serve, Served>(
+        name: &str,
+        open: Open,
+        serve: Serve,
+    ) -> Result<(A, ServerHandle), String>
+    where
+        Open: FnOnce() -> Opened + Send + 'static,
+        Opened: Future<Output = Result<(T, A), String>>,
+        Serve: FnOnce(T, watch::Receiver<bool>) -> Served + Send + 'static,
+        Served: Future<Output = ()>,
+        A: Send + 'static,
+    {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (shutdown, rx) = watch::channel(false);
+        let thread = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match open().await {
+                        Ok((opened, reported)) => {
+                            let _ = ready_tx.send(Ok(reported));
+                            serve(opened, rx).await;
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                });
+                // Dropping the runtime here cancels the connection tasks the server left.
+            })
+            .map_err(|e| e.to_string())?;
+        let reported = ready_rx
+            .recv()
+            .map_err(|_| format!("{name} thread ended"))??;
+        Ok((
+            reported,
+            ServerHandle {
+                shutdown,
+                thread: Some(thread),
+            },
+        ))
+    }
+
+    /// Signal the server to stop and join its thread (if it has one). Idempotent.
+    pub fn stop(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

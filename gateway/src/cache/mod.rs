@@ -397,8 +397,8 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
 /// A running cache service. Dropping it stops the listener and every connection.
 pub struct CacheServer {
     addr: ListenAddr,
-    shutdown: watch::Sender<bool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Dropped with the server: stops it and joins its thread, so the backend is closed after.
+    _handle: crate::http_server::ServerHandle,
 }
 
 impl CacheServer {
@@ -413,12 +413,11 @@ impl CacheServer {
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let service = Arc::new(Service::open(config).await?);
-        let (shutdown, rx) = watch::channel(false);
-        tokio::spawn(serve(listener, service, rx));
+        let handle =
+            crate::http_server::ServerHandle::on_current_runtime(|rx| serve(listener, service, rx));
         Ok(CacheServer {
             addr,
-            shutdown,
-            thread: None,
+            _handle: handle,
         })
     }
 
@@ -429,45 +428,21 @@ impl CacheServer {
         listen: impl Into<ListenAddr>,
     ) -> Result<CacheServer, String> {
         let listen = listen.into();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (shutdown, rx) = watch::channel(false);
-        let thread = std::thread::Builder::new()
-            .name("llm-forward-cache".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let opened = async {
-                        let listener = Listener::bind(&listen)
-                            .await
-                            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-                        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-                        let service = Arc::new(Service::open(config).await?);
-                        Ok::<_, String>((listener, addr, service))
-                    };
-                    match opened.await {
-                        Ok((listener, addr, service)) => {
-                            let _ = ready_tx.send(Ok(addr));
-                            serve(listener, service, rx).await;
-                        }
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                        }
-                    }
-                });
-                // Dropping the runtime here cancels the connection tasks and closes the backend.
-            })
-            .map_err(|e| e.to_string())?;
-        let addr = ready_rx
-            .recv()
-            .map_err(|_| "cache service thread ended".to_string())??;
+        let (addr, handle) = crate::http_server::ServerHandle::on_own_thread(
+            "llm-forward-cache",
+            move || async move {
+                let listener = Listener::bind(&listen)
+                    .await
+                    .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+                let addr = listener.local_addr().map_err(|e| e.to_string())?;
+                let service = Arc::new(Service::open(config).await?);
+                Ok(((listener, service), addr))
+            },
+            |(listener, service), rx| serve(listener, service, rx),
+        )?;
         Ok(CacheServer {
             addr,
-            shutdown,
-            thread: Some(thread),
+            _handle: handle,
         })
     }
 
@@ -481,15 +456,6 @@ impl CacheServer {
         match self.addr {
             ListenAddr::Tcp(a) => Some(a),
             ListenAddr::Unix(_) => None,
-        }
-    }
-}
-
-impl Drop for CacheServer {
-    fn drop(&mut self) {
-        let _ = self.shutdown.send(true);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }

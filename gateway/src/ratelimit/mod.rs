@@ -56,8 +56,7 @@ impl Options {
 /// A running service. Dropping it stops the listener (and removes its Unix socket).
 pub struct RateLimitServer {
     addr: BoundAddr,
-    shutdown: watch::Sender<bool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    handle: crate::http_server::ServerHandle,
 }
 
 /// Binds and builds everything that can fail, so `start` reports errors before serving.
@@ -122,48 +121,22 @@ impl RateLimitServer {
     /// Returns once listening; Redis is connected on the first call (it may come up later).
     pub async fn start(options: Options) -> Result<RateLimitServer, String> {
         let (bound, addr, service) = open(options).await?;
-        let (shutdown, rx) = watch::channel(false);
-        tokio::spawn(serve(bound, service, rx));
-        Ok(RateLimitServer {
-            addr,
-            shutdown,
-            thread: None,
-        })
+        let handle =
+            crate::http_server::ServerHandle::on_current_runtime(|rx| serve(bound, service, rx));
+        Ok(RateLimitServer { addr, handle })
     }
 
     /// Start on a thread with its own runtime, for blocking callers (tests, benches).
     pub fn spawn(options: Options) -> Result<RateLimitServer, String> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (shutdown, rx) = watch::channel(false);
-        let thread = std::thread::Builder::new()
-            .name("llm-forward-ratelimit".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    match open(options).await {
-                        Ok((bound, addr, service)) => {
-                            let _ = ready_tx.send(Ok(addr));
-                            serve(bound, service, rx).await;
-                        }
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                        }
-                    }
-                });
-            })
-            .map_err(|e| e.to_string())?;
-        let addr = ready_rx
-            .recv()
-            .map_err(|_| "rate-limit service thread ended".to_string())??;
-        Ok(RateLimitServer {
-            addr,
-            shutdown,
-            thread: Some(thread),
-        })
+        let (addr, handle) = crate::http_server::ServerHandle::on_own_thread(
+            "llm-forward-ratelimit",
+            move || async move {
+                let (bound, addr, service) = open(options).await?;
+                Ok(((bound, service), addr))
+            },
+            |(bound, service), rx| serve(bound, service, rx),
+        )?;
+        Ok(RateLimitServer { addr, handle })
     }
 
     pub fn addr(&self) -> &BoundAddr {
@@ -173,10 +146,8 @@ impl RateLimitServer {
 
 impl Drop for RateLimitServer {
     fn drop(&mut self) {
-        let _ = self.shutdown.send(true);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        // Stopped first, so the socket file is removed only once nobody serves on it.
+        self.handle.stop();
         if let BoundAddr::Unix(path) = &self.addr {
             let _ = std::fs::remove_file(path);
         }
