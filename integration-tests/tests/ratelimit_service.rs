@@ -26,6 +26,31 @@ fn doc_block(name: &str) -> String {
     body.split_once("\n```").unwrap().0.to_string() + "\n"
 }
 
+/// The doc's native-filter Envoy config with free listener/admin ports, the mock upstream's port, the
+/// rate-limit service at `rls_address` (replacing the doc's `rls_literal`) and a wide deadline.
+fn doc_envoy_config(
+    upstream_port: u16,
+    rls_literal: &str,
+    rls_address: &str,
+) -> (String, u16, u16) {
+    let (port, admin_port) = (free_port(), free_port());
+    let mut yaml = doc_block("envoy-native");
+    yaml = replace_once(&yaml, "timeout: 0.02s", "timeout: 5s");
+    yaml = replace_once(&yaml, "port_value: 10000", &format!("port_value: {port}"));
+    yaml = replace_once(
+        &yaml,
+        "port_value: 9901",
+        &format!("port_value: {admin_port}"),
+    );
+    yaml = replace_once(
+        &yaml,
+        "port_value: 9000",
+        &format!("port_value: {upstream_port}"),
+    );
+    yaml = replace_once(&yaml, rls_literal, rls_address);
+    (yaml, port, admin_port)
+}
+
 /// Replaces one literal of the doc with a test value, failing if the doc no longer has it.
 fn replace_once(text: &str, from: &str, to: &str) -> String {
     assert_eq!(
@@ -110,22 +135,8 @@ fn envoy_native_ratelimit_filter_is_answered_as_the_doc_shows() {
         panic!("tcp expected")
     };
 
-    let (port, admin_port) = (free_port(), free_port());
-    let mut yaml = doc_block("envoy-native");
-    yaml = replace_once(&yaml, "timeout: 0.02s", "timeout: 5s");
-    yaml = replace_once(&yaml, "port_value: 10000", &format!("port_value: {port}"));
-    yaml = replace_once(
-        &yaml,
-        "port_value: 9901",
-        &format!("port_value: {admin_port}"),
-    );
-    yaml = replace_once(
-        &yaml,
-        "port_value: 9000",
-        &format!("port_value: {}", upstream.addr().port()),
-    );
-    yaml = replace_once(
-        &yaml,
+    let (yaml, port, admin_port) = doc_envoy_config(
+        upstream.addr().port(),
         "port_value: 8081",
         &format!("port_value: {}", rls_addr.port()),
     );
@@ -196,22 +207,8 @@ fn envoy_reaches_the_service_over_a_unix_socket_with_a_pipe_address() {
     let _rls = RateLimitServer::spawn(options).unwrap();
 
     // The doc's config with the change its last paragraph describes.
-    let (port, admin_port) = (free_port(), free_port());
-    let mut yaml = doc_block("envoy-native");
-    yaml = replace_once(&yaml, "timeout: 0.02s", "timeout: 5s");
-    yaml = replace_once(&yaml, "port_value: 10000", &format!("port_value: {port}"));
-    yaml = replace_once(
-        &yaml,
-        "port_value: 9901",
-        &format!("port_value: {admin_port}"),
-    );
-    yaml = replace_once(
-        &yaml,
-        "port_value: 9000",
-        &format!("port_value: {}", upstream.addr().port()),
-    );
-    yaml = replace_once(
-        &yaml,
+    let (yaml, port, admin_port) = doc_envoy_config(
+        upstream.addr().port(),
         "address: {socket_address: {address: 127.0.0.1, port_value: 8081}}",
         &format!("address: {{pipe: {{path: {}}}}}", socket.display()),
     );
