@@ -412,11 +412,7 @@ impl CacheRequest {
         if replay.content_type.starts_with("text/event-stream") {
             headers.push(("cache-control", "no-cache"));
         }
-        headers.extend(
-            ex.reply_headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-        );
+        headers.extend(ex.reply_headers.iter().map(|(k, v)| (*k, v.as_str())));
         if host::send_http_response(replay.status, headers, Some(&replay.body)).is_err() {
             bump(plugin.cache.error);
             return false;

@@ -84,8 +84,8 @@ pub struct Exchange {
     /// The filter answered itself (an error or a cache hit): the response phases see its own
     /// reply, whose status, content type and headers it already knows.
     pub local_reply: bool,
-    /// Headers every response carries, local replies included (`x-ratelimit-*`).
-    pub reply_headers: Vec<(String, String)>,
+    /// Headers every response carries, local replies included (`x-ratelimit-*`, fixed names).
+    pub reply_headers: Vec<(&'static str, String)>,
     pub response_content_type: Option<String>,
     /// What the response produced (text, tool calls, usage), filled by the logs feature.
     pub answer: Option<Answer>,

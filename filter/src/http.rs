@@ -76,7 +76,7 @@ impl RequestFilter {
         if let Some(ex) = self.exchange.as_ref() {
             for (k, v) in &ex.reply_headers {
                 if !extra.iter().any(|(name, _)| name == k) {
-                    extra.push((k.as_str(), v.as_str()));
+                    extra.push((k, v.as_str()));
                 }
             }
         }
@@ -259,13 +259,11 @@ impl HttpContext for RequestFilter {
             .plugin
             .access
             .on_request_headers(&self.plugin.config, &mut ex);
-        // Then limits (token quota check, request limit), before anything costly.
+        // Then limits (token quota check, request limit; fills `reply_headers`), before anything
+        // costly.
         if step == Step::Continue {
             let (limits, limit_step) =
                 crate::limiter::LimitRequest::start(&self.plugin, &mut ex, self.context_id);
-            if let Some(l) = &limits {
-                ex.reply_headers = l.headers().to_vec();
-            }
             self.limits = limits;
             // `Wait`: the admission call is in flight; the request is held below until it answers.
             if limit_step != Step::Wait {

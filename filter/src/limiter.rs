@@ -40,7 +40,7 @@ use llm_forward_core::limits::store::{
 use llm_forward_core::limits::stream::{
     asked_for_usage, inject_include_usage, rewrite_injected_usage, EventSplitter, UsageRewrite,
 };
-use llm_forward_core::limits::{format_reset, retry_after_secs, Combined, LimitSpec};
+use llm_forward_core::limits::{decimal, format_reset, retry_after_secs, Combined, LimitSpec};
 use llm_forward_core::routing::route_path;
 use llm_forward_core::sse::{SseEvent, SseParser};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MetricType, Status};
@@ -293,8 +293,6 @@ impl LimitsShared {
 #[derive(Debug, Default)]
 pub struct LimitRequest {
     context_id: u32,
-    /// `x-ratelimit-*` headers for the response.
-    headers: Vec<(String, String)>,
     /// Token-quota buckets to charge after the response.
     quota: Vec<Slot>,
     /// The gateway added `include_usage`: the client must not see its effects.
@@ -344,25 +342,28 @@ fn limit_reply(kind: LimitKind, rate: Option<String>, c: &Combined) -> LocalRepl
     let mut reply = LocalReply::new(429, message, kind.as_str(), "rate_limit_exceeded");
     reply.headers.push((
         "retry-after".into(),
-        retry_after_secs(c.reset_after_ms).to_string(),
+        decimal(retry_after_secs(c.reset_after_ms)),
     ));
-    reply.headers.extend(ratelimit_headers(kind, c));
+    push_owned(&mut reply.headers, ratelimit_headers(kind, c));
     reply
 }
 
-fn ratelimit_headers(kind: LimitKind, c: &Combined) -> Vec<(String, String)> {
-    let k = kind.as_str();
-    vec![
-        (format!("x-ratelimit-limit-{k}"), c.limit.to_string()),
-        (
-            format!("x-ratelimit-remaining-{k}"),
-            c.remaining.to_string(),
-        ),
-        (
-            format!("x-ratelimit-reset-{k}"),
-            format_reset(c.reset_after_ms),
-        ),
+/// One `x-ratelimit-*` header: its (fixed) name and value.
+pub type RateHeader = (&'static str, String);
+
+/// OpenAI's three headers for `kind`. Values are written without the formatting machinery: an
+/// admitted limited request builds them every time.
+fn ratelimit_headers(kind: LimitKind, c: &Combined) -> [RateHeader; 3] {
+    let [limit, remaining, reset] = kind.header_names();
+    [
+        (limit, decimal(c.limit)),
+        (remaining, decimal(c.remaining)),
+        (reset, format_reset(c.reset_after_ms)),
     ]
+}
+
+fn push_owned(out: &mut Vec<(String, String)>, headers: impl IntoIterator<Item = RateHeader>) {
+    out.extend(headers.into_iter().map(|(k, v)| (k.to_string(), v)));
 }
 
 fn is_usage_api(ex: &Exchange, config: &FilterConfig) -> bool {
@@ -431,6 +432,7 @@ impl LimitRequest {
         if let Some(settings) = &plugin.config.ratelimit {
             return lr.start_fleet(plugin, settings, ex, &who);
         }
+        let mut headers: Vec<RateHeader> = Vec::with_capacity(6);
 
         // Token quota first: it only reads, so a request it refuses costs no request slot.
         if let Some(i) = select(&limits.tokens, &ex.path, level) {
@@ -439,7 +441,7 @@ impl LimitRequest {
                 if !slots.is_empty() {
                     match check_all(&mut HostStore, limits.strategy, &slots, now) {
                         Acquire::Allowed(c) => {
-                            lr.headers.extend(ratelimit_headers(LimitKind::Tokens, &c));
+                            headers.extend(ratelimit_headers(LimitKind::Tokens, &c));
                             if is_usage_api(ex, &plugin.config) {
                                 lr.quota = slots;
                             }
@@ -484,9 +486,7 @@ impl LimitRequest {
                 shared.owner,
                 tries,
             ) {
-                Acquire::Allowed(c) => lr
-                    .headers
-                    .extend(ratelimit_headers(LimitKind::Requests, &c)),
+                Acquire::Allowed(c) => headers.extend(ratelimit_headers(LimitKind::Requests, &c)),
                 Acquire::Rejected(c) => {
                     shared.count_limited(ex.route, LimitKind::Requests);
                     let rate = rate_text(spec, c.first_failing);
@@ -507,7 +507,9 @@ impl LimitRequest {
         lr.pace_ms = select(&limits.pacing, &ex.path, level)
             .and_then(|i| limits.pacing.get(i))
             .and_then(|r| pacing_interval_ms(&r.limit));
-        let idle = lr.headers.is_empty() && lr.quota.is_empty() && lr.pace_ms.is_none();
+        let idle = headers.is_empty() && lr.quota.is_empty() && lr.pace_ms.is_none();
+        // Every response carries them, local replies included (`Exchange::reply_headers`).
+        ex.reply_headers = headers;
         (if idle { None } else { Some(lr) }, Step::Continue)
     }
 
@@ -590,7 +592,7 @@ impl LimitRequest {
     }
 
     /// The admission call answered: `Continue` (admitted, the `x-ratelimit-*` headers are in
-    /// `headers()` and `ex.reply_headers`) or `Reply` (429, or 503 with `failure_mode: closed`).
+    /// `ex.reply_headers`) or `Reply` (429, or 503 with `failure_mode: closed`).
     /// `None` when `token` is not this request's call.
     pub fn on_rls_response(
         &mut self,
@@ -631,17 +633,19 @@ impl LimitRequest {
                     .map(|c| ratelimit_headers(LimitKind::Requests, &c)),
                 LimitKind::Requests => v.tokens.map(|c| ratelimit_headers(LimitKind::Tokens, &c)),
             };
-            reply.headers.extend(other.unwrap_or_default());
+            if let Some(other) = other {
+                push_owned(&mut reply.headers, other);
+            }
             return Some(Step::Reply(reply));
         }
         if let Some(c) = &v.tokens {
-            self.headers.extend(ratelimit_headers(LimitKind::Tokens, c));
+            ex.reply_headers
+                .extend(ratelimit_headers(LimitKind::Tokens, c));
         }
         if let Some(c) = &v.requests {
-            self.headers
+            ex.reply_headers
                 .extend(ratelimit_headers(LimitKind::Requests, c));
         }
-        ex.reply_headers = self.headers.clone();
         Some(Step::Continue)
     }
 
@@ -687,18 +691,13 @@ impl LimitRequest {
         }
     }
 
-    /// The `x-ratelimit-*` headers of this request's response.
-    pub fn headers(&self) -> &[(String, String)] {
-        &self.headers
-    }
-
     /// Response headers: OpenAI's rate-limit headers; decide how the body is read.
     pub fn on_response_headers(&mut self, ex: &mut Exchange, others_parse: bool) {
         if ex.local_reply {
             // Sent with the reply (`Exchange::reply_headers`); nothing to rewrite, pace or charge.
             return;
         }
-        for (name, value) in &self.headers {
+        for (name, value) in &ex.reply_headers {
             host::set_response_header(name, Some(value));
         }
         let content_type = match &ex.response_content_type {

@@ -157,6 +157,22 @@ impl LimitKind {
             LimitKind::Tokens => "tokens",
         }
     }
+
+    /// `x-ratelimit-limit-<kind>`, `x-ratelimit-remaining-<kind>`, `x-ratelimit-reset-<kind>`.
+    pub fn header_names(self) -> [&'static str; 3] {
+        match self {
+            LimitKind::Requests => [
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+            ],
+            LimitKind::Tokens => [
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-reset-tokens",
+            ],
+        }
+    }
 }
 
 /// Anything with a path prefix and an optional level.
@@ -492,6 +508,21 @@ mod tests {
     use super::*;
     use crate::limits::parse_limit;
     use proptest::prelude::*;
+
+    #[test]
+    fn header_names_follow_the_kind() {
+        for kind in [LimitKind::Requests, LimitKind::Tokens] {
+            let k = kind.as_str();
+            assert_eq!(
+                kind.header_names(),
+                [
+                    format!("x-ratelimit-limit-{k}"),
+                    format!("x-ratelimit-remaining-{k}"),
+                    format!("x-ratelimit-reset-{k}"),
+                ]
+            );
+        }
+    }
 
     fn rule(path: &str, limit: &str, per: Per, level: Option<u32>) -> LimitRule {
         LimitRule {

@@ -4,31 +4,82 @@
 /// is Go's `time.Duration` string at millisecond precision: `"20ms"`, `"1s"`, `"8.64s"`, `"6m0s"`,
 /// `"1h2m3s"`, and `"0s"` for zero.
 pub fn format_reset(ms: u64) -> String {
+    let mut out = String::with_capacity(12);
+    push_reset(&mut out, ms);
+    out
+}
+
+/// [`format_reset`] appended to `out` (written by hand: this runs on every limited response).
+pub fn push_reset(out: &mut String, ms: u64) {
     if ms == 0 {
-        return "0s".to_string();
+        out.push_str("0s");
+        return;
     }
     if ms < 1_000 {
-        return format!("{ms}ms");
+        push_decimal(out, ms);
+        out.push_str("ms");
+        return;
     }
     let hours = ms / 3_600_000;
     let minutes = ms / 60_000 % 60;
     let seconds = ms / 1_000 % 60;
     let millis = ms % 1_000;
-    let mut out = String::new();
     if hours > 0 {
-        out.push_str(&format!("{hours}h"));
+        push_decimal(out, hours);
+        out.push('h');
     }
     if hours > 0 || minutes > 0 {
-        out.push_str(&format!("{minutes}m"));
+        push_decimal(out, minutes);
+        out.push('m');
     }
-    out.push_str(&seconds.to_string());
+    push_decimal(out, seconds);
     if millis > 0 {
-        let fraction = format!("{millis:03}");
+        // Three digits, trailing zeros dropped: 50 → ".05", 500 → ".5".
+        let digits = [millis / 100, millis / 10 % 10, millis % 10];
+        let len = if millis % 100 == 0 {
+            1
+        } else if millis % 10 == 0 {
+            2
+        } else {
+            3
+        };
         out.push('.');
-        out.push_str(fraction.trim_end_matches('0'));
+        for d in digits.iter().take(len) {
+            out.push(digit(*d));
+        }
     }
     out.push('s');
+}
+
+/// `n` in decimal, appended to `out`: what `n.to_string()` gives, without the formatting
+/// machinery (header values are written on every limited request).
+pub fn push_decimal(out: &mut String, mut n: u64) {
+    let mut buf = [b'0'; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        if let Some(b) = buf.get_mut(at) {
+            *b = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &b in buf.get(at..).unwrap_or(&[]) {
+        out.push(char::from(b));
+    }
+}
+
+/// `n` in decimal (see [`push_decimal`]).
+pub fn decimal(n: u64) -> String {
+    let mut out = String::with_capacity(20);
+    push_decimal(&mut out, n);
     out
+}
+
+fn digit(d: u64) -> char {
+    char::from(b'0' + (d % 10) as u8)
 }
 
 /// `Retry-After` in whole seconds: rounded up, at least 1 (a client told 0 would retry at once).
@@ -98,7 +149,64 @@ mod tests {
         total
     }
 
+    #[test]
+    fn decimals_match_to_string() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            12_345,
+            u64::from(u32::MAX),
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            assert_eq!(decimal(n), n.to_string());
+        }
+    }
+
+    /// The previous, `format!`-based writer: the hand-written one must agree with it everywhere.
+    fn format_reset_fmt(ms: u64) -> String {
+        if ms == 0 {
+            return "0s".to_string();
+        }
+        if ms < 1_000 {
+            return format!("{ms}ms");
+        }
+        let hours = ms / 3_600_000;
+        let minutes = ms / 60_000 % 60;
+        let seconds = ms / 1_000 % 60;
+        let millis = ms % 1_000;
+        let mut out = String::new();
+        if hours > 0 {
+            out.push_str(&format!("{hours}h"));
+        }
+        if hours > 0 || minutes > 0 {
+            out.push_str(&format!("{minutes}m"));
+        }
+        out.push_str(&seconds.to_string());
+        if millis > 0 {
+            let fraction = format!("{millis:03}");
+            out.push('.');
+            out.push_str(fraction.trim_end_matches('0'));
+        }
+        out.push('s');
+        out
+    }
+
     proptest! {
+        #[test]
+        fn decimal_is_to_string(n in any::<u64>()) {
+            prop_assert_eq!(decimal(n), n.to_string());
+        }
+
+        #[test]
+        fn format_reset_matches_the_fmt_version(ms in any::<u64>()) {
+            prop_assert_eq!(format_reset(ms), format_reset_fmt(ms));
+        }
+
         #[test]
         fn format_reset_round_trips(ms in 0u64..1_000_000_000_000) {
             prop_assert_eq!(parse_go_duration(&format_reset(ms)), ms);

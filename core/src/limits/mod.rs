@@ -50,7 +50,7 @@ pub mod stream;
 pub mod window;
 
 pub use grammar::{parse_limit, LimitSpec, Rate};
-pub use headers::{format_reset, retry_after_secs};
+pub use headers::{decimal, format_reset, push_decimal, push_reset, retry_after_secs};
 pub use window::{
     charge, check, combine, refund, try_acquire, Combined, Decision, Strategy, WindowState,
 };
