@@ -17,7 +17,7 @@ use crate::host::{self, log};
 use llm_forward_core::access::model_of::{self, ModelSource};
 use llm_forward_core::access::{
     decode_cooldowns, decode_counter, encode_cooldowns, is_json_content_type, is_key_failure,
-    parse_body, pick_key, replace_query_param, Access, KeyDecision, KeyLocation,
+    parse_body, pick_key, replace_query_param, Access, KeyDecision, KeyLocation, UpstreamKey,
 };
 use llm_forward_core::config::{ConfigError, FilterConfig, RouteKind};
 use llm_forward_core::routing::route_path;
@@ -187,12 +187,10 @@ impl AccessState {
         };
         let chosen = self.next_upstream_key(ex.route, caller.level, ex.started_ms);
         ex.upstream_key = chosen;
-        let secret = chosen
-            .and_then(|k| self.rules.upstream_key(k))
-            .map(|k| k.secret());
+        let key = chosen.and_then(|k| self.rules.upstream_key(k));
         // No upstream key for this route and level: the forward key is removed, so it never
         // reaches the upstream (a keyless local model, say).
-        write_key(&access.location, &ex.path, secret);
+        write_key(&access.location, &ex.path, key);
     }
 
     /// Whether the access checks need the body of this request: a model-bearing endpoint and a
@@ -505,16 +503,16 @@ fn rotation_key(rules: &Access, route: usize, level: u32) -> String {
     format!("llm_forward.access.rr.{level}.{}", ids.join("-"))
 }
 
-/// Puts `secret` where the route carries keys, or removes the client's key when `None`.
-fn write_key(location: &KeyLocation, path: &str, secret: Option<&str>) {
+/// Puts `key` where the route carries keys, or removes the client's key when `None`.
+fn write_key(location: &KeyLocation, path: &str, key: Option<&UpstreamKey>) {
     match location {
+        // `Bearer <key>` was built at configure time.
         KeyLocation::Bearer => {
-            let value = secret.map(|s| format!("Bearer {s}"));
-            host::set_request_header("authorization", value.as_deref());
+            host::set_request_header("authorization", key.map(UpstreamKey::bearer))
         }
-        KeyLocation::Header(name) => host::set_request_header(name, secret),
+        KeyLocation::Header(name) => host::set_request_header(name, key.map(UpstreamKey::secret)),
         KeyLocation::Query(name) => {
-            let new_path = replace_query_param(path, name, secret);
+            let new_path = replace_query_param(path, name, key.map(UpstreamKey::secret));
             host::set_request_header(":path", Some(&new_path));
         }
     }

@@ -34,12 +34,24 @@ pub struct ForwardKey {
 #[derive(Debug, Clone)]
 pub struct UpstreamKey {
     key: String,
+    /// `Bearer <key>`, built once: the `authorization` value swapped into every keyed request.
+    bearer: String,
 }
 
 impl UpstreamKey {
+    pub fn new(key: String) -> UpstreamKey {
+        let bearer = format!("Bearer {key}");
+        UpstreamKey { key, bearer }
+    }
+
     /// The real key; only ever written into the upstream request.
     pub fn secret(&self) -> &str {
         &self.key
+    }
+
+    /// `Bearer <key>` (see [`UpstreamKey::secret`]).
+    pub fn bearer(&self) -> &str {
+        &self.bearer
     }
 }
 
@@ -136,7 +148,7 @@ impl Access {
         let mut upstream = Vec::with_capacity(cfg.upstream_keys.len());
         for (i, k) in cfg.upstream_keys.iter().enumerate() {
             let key = resolve(format!("access.upstream_keys[{i}].key"), &k.key)?;
-            upstream.push(UpstreamKey { key });
+            upstream.push(UpstreamKey::new(key));
         }
         let mut forward = Vec::with_capacity(cfg.forward_keys.len());
         for (i, k) in cfg.forward_keys.iter().enumerate() {

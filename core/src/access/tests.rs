@@ -420,6 +420,9 @@ fn env_secrets_stay_references_in_the_plugin_config_and_resolve_at_compile() {
     assert_eq!(a.upstream_key(0).unwrap().secret(), "sk-from-env");
     assert_eq!(a.upstream_key(1).unwrap().secret(), "sk-from-file");
     assert_eq!(a.upstream_key(2).unwrap().secret(), "sk-literal");
+    // The `authorization` value is built from the resolved key, once.
+    assert_eq!(a.upstream_key(0).unwrap().bearer(), "Bearer sk-from-env");
+    assert_eq!(a.upstream_key(2).unwrap().bearer(), "Bearer sk-literal");
     assert_eq!(a.lookup("fk-a"), Some(0));
 
     let err = Access::compile(&plugin, 1, &env_none).unwrap_err();
