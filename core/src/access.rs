@@ -21,7 +21,7 @@
 //!
 //! One job per module, everything re-exported here: the file and plugin forms (`settings.rs`),
 //! secret values and references (`secrets.rs`), where the client's key is (`key_location.rs`), the
-//! compiled form (`compiled.rs`), key rotation and the cooldown codec (`rotation.rs`), query
+//! compiled form (`compiled.rs`) with its memo of recently accepted keys (`key_memo.rs`), key rotation and the cooldown codec (`rotation.rs`), query
 //! parameters (`query.rs`), request bodies (`body.rs`), and the model named by non-JSON requests
 //! (`model_of`).
 
@@ -30,6 +30,7 @@ pub mod model_of;
 mod body;
 mod compiled;
 mod key_location;
+mod key_memo;
 mod query;
 mod rotation;
 mod secrets;
@@ -38,6 +39,7 @@ mod settings;
 pub use body::*;
 pub use compiled::*;
 pub use key_location::*;
+pub use key_memo::*;
 pub use query::*;
 pub use rotation::*;
 pub use secrets::*;

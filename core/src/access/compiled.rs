@@ -3,6 +3,7 @@
 //! use this model, which target serves this model) without allocating much.
 
 use super::key_location::KeyLocation;
+use super::key_memo::KeyMemo;
 use super::secrets::Secret;
 use super::settings::AccessConfig;
 use crate::answer::ApiKind;
@@ -78,6 +79,8 @@ pub struct Access {
     /// SHA-256 of each forward key → its index (the first, for duplicates): a lookup costs one
     /// hash whatever the number of keys.
     by_digest: std::collections::HashMap<[u8; 32], usize>,
+    /// The keys this worker accepted last (rebuilt empty with the rules on every reload).
+    memo: KeyMemo,
 }
 
 fn key_digest(key: &[u8]) -> [u8; 32] {
@@ -213,6 +216,7 @@ impl Access {
         }
         Ok(Access {
             by_digest,
+            memo: KeyMemo::default(),
             ip,
             forward,
             upstream,
@@ -260,11 +264,18 @@ impl Access {
     /// The forward key equal to `presented`. The presented key is hashed (SHA-256) and the digest
     /// looked up, then compared in constant time: the time taken does not depend on how many keys
     /// there are, nor reveal which key or which byte came close (an attacker cannot steer digest
-    /// prefixes).
+    /// prefixes). Keys accepted lately are answered from the [`KeyMemo`] (same answer, no hash).
     pub fn lookup(&self, presented: &str) -> Option<usize> {
+        if let Some(i) = self.memo.get(presented.as_bytes()) {
+            return Some(i);
+        }
         let i = *self.by_digest.get(&key_digest(presented.as_bytes()))?;
         let key = self.forward.get(i)?;
-        constant_time_eq(&key.key, presented.as_bytes()).then_some(i)
+        if !constant_time_eq(&key.key, presented.as_bytes()) {
+            return None;
+        }
+        self.memo.remember(presented.as_bytes(), i);
+        Some(i)
     }
 
     /// Decides what the presented key (from the route's key location) means.

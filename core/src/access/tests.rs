@@ -82,6 +82,47 @@ fn key_lookup_finds_each_forward_key_and_nothing_else() {
 }
 
 #[test]
+fn remembered_keys_get_the_same_answers() {
+    let c = cfg(|c| {
+        c.keys.forward = (0..12)
+            .map(|i| fwd(&format!("k{i}"), &format!("fk-{i}"), 0))
+            .collect();
+    });
+    let a = compile(&c);
+    // More keys than the memo holds, each asked several times, interleaved with unknown ones.
+    for round in 0..3 {
+        for i in 0..12 {
+            assert_eq!(a.lookup(&format!("fk-{i}")), Some(i), "round {round}");
+            assert_eq!(a.lookup(&format!("fk-{i}x")), None);
+        }
+        for i in (0..12).rev() {
+            assert_eq!(a.lookup(&format!("fk-{i}")), Some(i), "round {round}");
+        }
+    }
+    assert_eq!(a.authenticate(0, Some("fk-3")), KeyDecision::Forward(3));
+    assert_eq!(
+        a.authenticate(0, Some("fk-3 ")),
+        KeyDecision::Reject { missing: false }
+    );
+}
+
+#[test]
+fn a_reload_forgets_remembered_keys() {
+    let a = compile(&standard());
+    assert_eq!(a.lookup("fk-bob"), Some(2));
+    assert_eq!(a.lookup("fk-bob"), Some(2));
+    let mut revoked = standard();
+    revoked.keys.forward.retain(|k| k.key != "fk-bob");
+    let b = compile(&revoked);
+    assert_eq!(b.lookup("fk-bob"), None);
+    assert_eq!(
+        a.clone().lookup("fk-bob"),
+        Some(2),
+        "a copy looks the key up again"
+    );
+}
+
+#[test]
 fn authenticate_decisions() {
     let mut c = standard();
     c.routes.push(RouteConfig::new(
