@@ -36,9 +36,9 @@ pub fn push_reset(out: &mut String, ms: u64) {
     if millis > 0 {
         // Three digits, trailing zeros dropped: 50 → ".05", 500 → ".5".
         let digits = [millis / 100, millis / 10 % 10, millis % 10];
-        let len = if millis % 100 == 0 {
+        let len = if millis.is_multiple_of(100) {
             1
-        } else if millis % 10 == 0 {
+        } else if millis.is_multiple_of(10) {
             2
         } else {
             3
