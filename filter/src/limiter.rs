@@ -27,8 +27,8 @@ use crate::plugin::Plugin;
 use llm_forward_core::answer::{from_json_body, Answer, ApiKind, StreamExtractor};
 use llm_forward_core::config::{FilterConfig, RouteKind};
 use llm_forward_core::limits::config::{
-    global_id, global_subject, pacing_interval_ms, rule_id, select, storage_key, subject, Identity,
-    LimitKind, LimitsConfig, Per,
+    global_id, pacing_interval_ms, push_global_subject, push_subject, rule_id, select, storage_key,
+    Identity, LimitKind, LimitsConfig, Per,
 };
 use llm_forward_core::limits::fleet::{
     descriptors, estimate_tokens, wire_global_subject, wire_subject, Descriptor, FleetSettings,
@@ -46,6 +46,7 @@ use llm_forward_core::sse::{SseEvent, SseParser};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MetricType, Status};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 use std::time::Duration;
 
 /// How often the root context looks for paced events to release.
@@ -133,7 +134,9 @@ pub struct LimitsShared {
     /// Identifies this VM's creation-lock entries.
     owner: u64,
     /// Storage keys by rule id and subject (see [`LimitsShared::slots_for`]).
-    slot_memo: RefCell<HashMap<String, Vec<Slot>>>,
+    slot_memo: RefCell<HashMap<String, Rc<[Slot]>>>,
+    /// The buffer a request's memo key (`<rule id>\n<subject>`) is written into.
+    memo_key: RefCell<String>,
     /// Fleet mode: whether this worker's Envoy has the rate-limit cluster.
     probe: crate::fleet::ClusterProbe,
     /// The root context's id: token charges are sent as it (see `crate::fleet`).
@@ -195,6 +198,7 @@ impl LimitsShared {
             paced: RefCell::new(HashMap::new()),
             owner: u64::from_le_bytes(owner),
             slot_memo: RefCell::new(HashMap::new()),
+            memo_key: RefCell::new(String::new()),
             probe: crate::fleet::ClusterProbe::default(),
             root_id,
             rls_failed: config
@@ -264,21 +268,36 @@ impl LimitsShared {
     }
 
     /// The slots of `(rule id, spec, subject)`, remembered per worker: their keys hash the subject
-    /// (SHA-256), which every request of the same caller would otherwise redo. Bounded: the memo is
-    /// emptied when it reaches [`MAX_SLOT_MEMO`] subjects.
-    fn slots_for(&self, id: &str, spec: &LimitSpec, subject: &str) -> Vec<Slot> {
-        let Ok(mut memo) = self.slot_memo.try_borrow_mut() else {
-            return slots_for(id, spec, subject);
+    /// (SHA-256), which every request of the same caller would otherwise redo. `subject` writes the
+    /// subject; the memo key is built in a reused buffer and a hit shares the slots (no copies).
+    /// Bounded: the memo is emptied when it reaches [`MAX_SLOT_MEMO`] subjects.
+    fn slots_for(
+        &self,
+        id: &str,
+        spec: &LimitSpec,
+        subject: impl FnOnce(&mut String),
+    ) -> Rc<[Slot]> {
+        let (Ok(mut memo), Ok(mut key)) = (
+            self.slot_memo.try_borrow_mut(),
+            self.memo_key.try_borrow_mut(),
+        ) else {
+            let mut plain = String::new();
+            subject(&mut plain);
+            return slots_for(id, spec, &plain).into();
         };
-        let memo_key = format!("{id}\n{subject}");
-        if let Some(slots) = memo.get(&memo_key) {
-            return slots.clone();
+        key.clear();
+        key.push_str(id);
+        key.push('\n');
+        let start = key.len();
+        subject(&mut key);
+        if let Some(slots) = memo.get(key.as_str()) {
+            return Rc::clone(slots);
         }
-        let slots = slots_for(id, spec, subject);
+        let slots: Rc<[Slot]> = slots_for(id, spec, key.get(start..).unwrap_or("")).into();
         if memo.len() >= MAX_SLOT_MEMO {
             memo.clear();
         }
-        memo.insert(memo_key, slots.clone());
+        memo.insert(key.clone(), Rc::clone(&slots));
         slots
     }
 
@@ -293,8 +312,8 @@ impl LimitsShared {
 #[derive(Debug, Default)]
 pub struct LimitRequest {
     context_id: u32,
-    /// Token-quota buckets to charge after the response.
-    quota: Vec<Slot>,
+    /// Token-quota buckets to charge after the response (shared with the worker's memo).
+    quota: Rc<[Slot]>,
     /// The gateway added `include_usage`: the client must not see its effects.
     strip: bool,
     pace_ms: Option<u64>,
@@ -407,11 +426,9 @@ impl LimitRequest {
                 .and_then(|b| String::from_utf8(b).ok())
                 .and_then(|s| llm_forward_core::cidr::parse_peer_address(&s));
         }
-        let key_name = ex.caller.as_ref().and_then(|c| c.key_name.clone());
-        let authorization = ex.request_header("authorization").map(str::to_string);
         let who = Identity {
-            key_name: key_name.as_deref(),
-            authorization: authorization.as_deref(),
+            key_name: ex.caller.as_ref().and_then(|c| c.key_name.as_deref()),
+            authorization: ex.request_header("authorization"),
             ip: ex.client_ip,
             level,
         };
@@ -437,7 +454,8 @@ impl LimitRequest {
         // Token quota first: it only reads, so a request it refuses costs no request slot.
         if let Some(i) = select(&limits.tokens, &ex.path, level) {
             if let (Some(rule), Some(id)) = (limits.tokens.get(i), shared.token_ids.get(i)) {
-                let slots = shared.slots_for(id, &rule.limit, &subject(rule.per, &who));
+                let slots =
+                    shared.slots_for(id, &rule.limit, |out| push_subject(out, rule.per, &who));
                 if !slots.is_empty() {
                     match check_all(&mut HostStore, limits.strategy, &slots, now) {
                         Acquire::Allowed(c) => {
@@ -459,22 +477,18 @@ impl LimitRequest {
             }
         }
 
-        let (id, spec, subj) = match select(&limits.requests, &ex.path, level) {
+        // `per: None` is the global limit, whose subject also names the path.
+        let (id, spec, per) = match select(&limits.requests, &ex.path, level) {
             Some(i) => match (limits.requests.get(i), shared.request_ids.get(i)) {
-                (Some(rule), Some(id)) => (id.as_str(), &rule.limit, subject(rule.per, &who)),
-                _ => (
-                    shared.global_id.as_str(),
-                    &limits.global,
-                    global_subject(&ex.path, &who),
-                ),
+                (Some(rule), Some(id)) => (id.as_str(), &rule.limit, Some(rule.per)),
+                _ => (shared.global_id.as_str(), &limits.global, None),
             },
-            None => (
-                shared.global_id.as_str(),
-                &limits.global,
-                global_subject(&ex.path, &who),
-            ),
+            None => (shared.global_id.as_str(), &limits.global, None),
         };
-        let slots = shared.slots_for(id, spec, &subj);
+        let slots = shared.slots_for(id, spec, |out| match per {
+            Some(per) => push_subject(out, per, &who),
+            None => push_global_subject(out, &ex.path, &who),
+        });
         if !slots.is_empty() {
             let tries = Tries::default();
             match acquire(

@@ -225,25 +225,54 @@ pub struct Identity<'a> {
 /// The bucket name of `who` under `per`, before hashing. Key names and raw keys never leave this
 /// function unhashed (see [`storage_key`]).
 pub fn subject(per: Per, who: &Identity<'_>) -> String {
+    let mut out = String::new();
+    push_subject(&mut out, per, who);
+    out
+}
+
+/// [`subject`] appended to `out` (the filter builds its per-worker memo keys in one buffer).
+pub fn push_subject(out: &mut String, per: Per, who: &Identity<'_>) {
     match per {
         Per::Key => match (who.key_name, who.authorization) {
-            (Some(name), _) => format!("name:{name}"),
-            (None, Some(auth)) => format!("auth:{auth}"),
-            (None, None) => "anonymous".to_string(),
+            (Some(name), _) => {
+                out.push_str("name:");
+                out.push_str(name);
+            }
+            (None, Some(auth)) => {
+                out.push_str("auth:");
+                out.push_str(auth);
+            }
+            (None, None) => out.push_str("anonymous"),
         },
         Per::Ip => match who.ip {
-            Some(ip) => format!("ip:{ip}"),
-            None => "ip:unknown".to_string(),
+            Some(ip) => {
+                use std::fmt::Write;
+                let _ = write!(out, "ip:{ip}");
+            }
+            None => out.push_str("ip:unknown"),
         },
-        Per::Level => format!("level:{}", who.level),
-        Per::Global => "all".to_string(),
+        Per::Level => {
+            out.push_str("level:");
+            crate::limits::push_decimal(out, u64::from(who.level));
+        }
+        Per::Global => out.push_str("all"),
     }
 }
 
 /// The subject of the global limit: OpenAI-Forward's `"<path>,<key>"` bucket (query ignored).
 pub fn global_subject(path_and_query: &str, who: &Identity<'_>) -> String {
+    let mut out = String::new();
+    push_global_subject(&mut out, path_and_query, who);
+    out
+}
+
+/// [`global_subject`] appended to `out`.
+pub fn push_global_subject(out: &mut String, path_and_query: &str, who: &Identity<'_>) {
     let path = path_and_query.split(['?', '#']).next().unwrap_or("");
-    format!("path:{path}|{}", subject(Per::Key, who))
+    out.push_str("path:");
+    out.push_str(path);
+    out.push('|');
+    push_subject(out, Per::Key, who);
 }
 
 pub(crate) fn hex16(parts: &[&str]) -> String {
