@@ -16,8 +16,9 @@ use crate::exchange::{Caller, Exchange, LocalReply, Step};
 use crate::host::{self, log};
 use llm_forward_core::access::model_of::{self, ModelSource};
 use llm_forward_core::access::{
-    decode_cooldowns, decode_counter, encode_cooldowns, is_json_content_type, is_key_failure,
-    parse_body, pick_key, replace_query_param, Access, KeyDecision, KeyLocation, UpstreamKey,
+    decode_cooldowns, decode_counter, encode_cooldowns, ends_with_ignore_case,
+    is_json_content_type, is_key_failure, parse_body, pick_key, replace_query_param, Access,
+    KeyDecision, KeyLocation, UpstreamKey,
 };
 use llm_forward_core::config::{ConfigError, FilterConfig, RouteKind};
 use llm_forward_core::routing::route_path;
@@ -548,15 +549,15 @@ pub fn write_back_body(ex: &mut Exchange, original_size: usize) {
 fn is_model_readable_content_type(content_type: Option<&str>) -> bool {
     let essence = content_type
         .and_then(|c| c.split(';').next())
-        .map(|c| c.trim().to_ascii_lowercase());
-    match essence.as_deref() {
+        .map(str::trim);
+    match essence {
         None | Some("") => true,
         Some(e) => {
-            e == "application/json"
-                || e == "text/json"
-                || e.ends_with("+json")
-                || e == "multipart/form-data"
-                || e == "application/x-www-form-urlencoded"
+            e.eq_ignore_ascii_case("application/json")
+                || e.eq_ignore_ascii_case("text/json")
+                || ends_with_ignore_case(e, "+json")
+                || e.eq_ignore_ascii_case("multipart/form-data")
+                || e.eq_ignore_ascii_case("application/x-www-form-urlencoded")
         }
     }
 }

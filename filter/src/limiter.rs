@@ -24,6 +24,7 @@ use crate::exchange::{Exchange, LocalReply, Step};
 use crate::host;
 use crate::memory::Use;
 use crate::plugin::Plugin;
+use llm_forward_core::access::contains_ignore_case;
 use llm_forward_core::answer::{from_json_body, Answer, ApiKind, StreamExtractor};
 use llm_forward_core::config::{FilterConfig, RouteKind};
 use llm_forward_core::limits::config::{
@@ -668,7 +669,7 @@ impl LimitRequest {
         self.has_quota()
             && ex
                 .request_header("content-type")
-                .is_some_and(|ct| ct.to_ascii_lowercase().contains("json"))
+                .is_some_and(|ct| contains_ignore_case(ct, "json"))
     }
 
     /// The whole request body: parse it (unless another feature did) and inject `include_usage`
