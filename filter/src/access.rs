@@ -23,6 +23,7 @@ use llm_forward_core::access::{
 use llm_forward_core::config::{ConfigError, FilterConfig, RouteKind};
 use llm_forward_core::routing::route_path;
 use proxy_wasm::types::{LogLevel, MetricType, Status};
+use std::net::IpAddr;
 
 pub use llm_forward_core::access::TARGET_HEADER;
 
@@ -54,6 +55,8 @@ pub struct AccessState {
     metrics: AccessMetrics,
     /// Shared-data key of each `(route, level)` pool's rotation counter, built once.
     rotation_keys: std::collections::HashMap<(usize, u32), String>,
+    /// The last `source.address` this worker parsed and its IP (clients reuse connections).
+    peer: std::cell::RefCell<Option<(Vec<u8>, Option<IpAddr>)>>,
 }
 
 impl AccessState {
@@ -86,7 +89,27 @@ impl AccessState {
             rules,
             metrics,
             rotation_keys,
+            peer: std::cell::RefCell::new(None),
         })
+    }
+
+    /// The downstream address Envoy computed (`source.address`, one host call), parsed; the last
+    /// parse is remembered, so a client's repeated requests skip it.
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        let address = host::get_property(vec!["source", "address"])
+            .ok()
+            .flatten()?;
+        let Ok(mut memo) = self.peer.try_borrow_mut() else {
+            return parse_address(&address);
+        };
+        if let Some((last, ip)) = memo.as_ref() {
+            if *last == address {
+                return *ip;
+            }
+        }
+        let ip = parse_address(&address);
+        *memo = Some((address, ip));
+        ip
     }
 
     /// Headers phase: IP list, then the key. Sets `client_ip`, `caller` and `api`; an accepted
@@ -94,11 +117,7 @@ impl AccessState {
     pub fn on_request_headers(&self, config: &FilterConfig, ex: &mut Exchange) -> Step {
         let rules = &self.rules;
         if !rules.ip_open() {
-            let ip = host::get_property(vec!["source", "address"])
-                .ok()
-                .flatten()
-                .and_then(|b| String::from_utf8(b).ok())
-                .and_then(|s| llm_forward_core::cidr::parse_peer_address(&s));
+            let ip = self.client_ip();
             ex.client_ip = ip;
             let permitted = ip.is_some_and(|ip| rules.ip_permits(&ip));
             if !permitted {
@@ -502,6 +521,12 @@ fn rotation_key(rules: &Access, route: usize, level: u32) -> String {
         .map(|i| i.to_string())
         .collect();
     format!("llm_forward.access.rr.{level}.{}", ids.join("-"))
+}
+
+fn parse_address(address: &[u8]) -> Option<IpAddr> {
+    std::str::from_utf8(address)
+        .ok()
+        .and_then(llm_forward_core::cidr::parse_peer_address)
 }
 
 /// Puts `key` where the route carries keys, or removes the client's key when `None`.

@@ -421,11 +421,7 @@ impl LimitRequest {
             .chain(limits.tokens.iter())
             .any(|r| r.per == Per::Ip);
         if needs_ip && ex.client_ip.is_none() {
-            ex.client_ip = host::get_property(vec!["source", "address"])
-                .ok()
-                .flatten()
-                .and_then(|b| String::from_utf8(b).ok())
-                .and_then(|s| llm_forward_core::cidr::parse_peer_address(&s));
+            ex.client_ip = plugin.access.client_ip();
         }
         let who = Identity {
             key_name: ex.caller.as_ref().and_then(|c| c.key_name.as_deref()),
