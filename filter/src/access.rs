@@ -24,6 +24,7 @@ use llm_forward_core::config::{ConfigError, FilterConfig, RouteKind};
 use llm_forward_core::routing::route_path;
 use proxy_wasm::types::{LogLevel, MetricType, Status};
 use std::net::IpAddr;
+use std::rc::Rc;
 
 pub use llm_forward_core::access::TARGET_HEADER;
 
@@ -55,6 +56,8 @@ pub struct AccessState {
     metrics: AccessMetrics,
     /// Shared-data key of each `(route, level)` pool's rotation counter, built once.
     rotation_keys: std::collections::HashMap<(usize, u32), String>,
+    /// Each forward key's name, shared with every `Caller` it identifies.
+    names: Vec<Rc<str>>,
     /// The last `source.address` this worker parsed and its IP (clients reuse connections).
     peer: std::cell::RefCell<Option<(Vec<u8>, Option<IpAddr>)>>,
 }
@@ -85,10 +88,15 @@ impl AccessState {
         } else {
             AccessMetrics::default()
         };
+        let names = (0..)
+            .map_while(|i| rules.forward_key(i))
+            .map(|k| Rc::from(k.name.as_str()))
+            .collect();
         Ok(AccessState {
             rules,
             metrics,
             rotation_keys,
+            names,
             peer: std::cell::RefCell::new(None),
         })
     }
@@ -185,7 +193,10 @@ impl AccessState {
                 };
                 ex.caller = Some(Caller {
                     level: fk.level,
-                    key_name: Some(fk.name.clone()),
+                    key_name: Some(match self.names.get(i) {
+                        Some(name) => Rc::clone(name),
+                        None => Rc::from(fk.name.as_str()),
+                    }),
                 });
                 // The upstream key is chosen and written by `swap_key` once the request is
                 // certain to go upstream: a cache hit or a local reply uses no key.

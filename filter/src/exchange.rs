@@ -3,14 +3,16 @@
 
 use llm_forward_core::answer::{Answer, ApiKind};
 use std::net::IpAddr;
+use std::rc::Rc;
 
 /// Who is calling, as established by the access feature. Never holds the key itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     /// Level of the forward key (0 = every model); 0 when no forward keys are configured.
     pub level: u32,
-    /// Configured name of the forward key, for logs, limits and cache scopes.
-    pub key_name: Option<String>,
+    /// Configured name of the forward key, for logs, limits and cache scopes (shared with the
+    /// compiled rules: no copy per request).
+    pub key_name: Option<Rc<str>>,
 }
 
 /// A reply the gateway sends itself instead of forwarding.
