@@ -60,6 +60,19 @@ pub struct AccessState {
     names: Vec<Rc<str>>,
     /// The last `source.address` this worker parsed and its IP (clients reuse connections).
     peer: std::cell::RefCell<Option<(Vec<u8>, Option<IpAddr>)>>,
+    /// The last request shape whose model source was worked out (asked up to three times per
+    /// request, and clients repeat their paths).
+    source_memo: std::cell::RefCell<Option<SourceMemo>>,
+}
+
+/// [`AccessState::model_source`]'s answer for one route, method and `:path` (it depends on nothing
+/// else but the configuration, which lives as long as this memo).
+#[derive(Debug)]
+struct SourceMemo {
+    route: usize,
+    method: String,
+    path: String,
+    source: Option<ModelSource>,
 }
 
 impl AccessState {
@@ -98,6 +111,7 @@ impl AccessState {
             rotation_keys,
             names,
             peer: std::cell::RefCell::new(None),
+            source_memo: std::cell::RefCell::new(None),
         })
     }
 
@@ -288,6 +302,33 @@ impl AccessState {
     /// Where the model of this request is: a model-bearing OpenAI endpoint or path form
     /// ([`model_of::model_source`]), or a checked JSON path (`model_paths` of general routes).
     fn model_source(&self, config: &FilterConfig, ex: &Exchange) -> Option<ModelSource> {
+        if let Ok(memo) = self.source_memo.try_borrow() {
+            if let Some(m) = memo.as_ref() {
+                if m.route == ex.route && m.method == ex.method && m.path == ex.path {
+                    return m.source.clone();
+                }
+            }
+        }
+        let source = self.find_model_source(config, ex);
+        if let Ok(mut memo) = self.source_memo.try_borrow_mut() {
+            // The strings' buffers are reused.
+            let m = memo.get_or_insert_with(|| SourceMemo {
+                route: 0,
+                method: String::new(),
+                path: String::new(),
+                source: None,
+            });
+            m.route = ex.route;
+            m.method.clear();
+            m.method.push_str(&ex.method);
+            m.path.clear();
+            m.path.push_str(&ex.path);
+            m.source.clone_from(&source);
+        }
+        source
+    }
+
+    fn find_model_source(&self, config: &FilterConfig, ex: &Exchange) -> Option<ModelSource> {
         let route = config.routes.get(ex.route)?;
         let rel = route_path(&route.prefix, &ex.path);
         let query = ex
@@ -594,6 +635,87 @@ fn is_model_readable_content_type(content_type: Option<&str>) -> bool {
                 || ends_with_ignore_case(e, "+json")
                 || e.eq_ignore_ascii_case("multipart/form-data")
                 || e.eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::host::fake;
+    use llm_forward_core::config::Config;
+
+    fn state() -> (FilterConfig, AccessState) {
+        fake::reset();
+        let config = serde_json::json!({
+            "server": {"address": "127.0.0.1", "port": 8080, "admin_port": 8081},
+            "routes": [
+                {"route": "/", "base_url": "http://127.0.0.1:9", "type": "openai"},
+                {"route": "/gen", "base_url": "http://127.0.0.1:9", "type": "general",
+                 "model_paths": ["/run"]},
+            ],
+            "keys": {
+                "upstream": [{"key": "sk-a", "levels": [1]}],
+                "forward": [{"name": "alice", "key": "fk-alice", "level": 1}],
+                "levels": {"1": ["gpt-4o-mini"]},
+            },
+            "ip": {"allow": ["127.0.0.0/8"]},
+        });
+        let valid = Config::from_json(config.to_string().as_bytes())
+            .unwrap()
+            .validate()
+            .unwrap();
+        let config = FilterConfig::from_valid(&valid);
+        let state = AccessState::configure(&config).unwrap();
+        (config, state)
+    }
+
+    #[test]
+    fn remembered_model_sources_are_the_computed_ones() {
+        let (config, state) = state();
+        let shapes = [
+            (0, "POST", "/v1/chat/completions"),
+            (0, "GET", "/v1/chat/completions"),
+            (0, "POST", "/v1/chat/completions?x=1"),
+            (0, "GET", "/v1/realtime?model=gpt-4o-mini"),
+            (0, "POST", "/v1/models"),
+            (0, "POST", "/openai/deployments/gpt-4o/chat/completions"),
+            (0, "POST", "/v1/../chat/completions"),
+            (1, "POST", "/gen/run"),
+            (1, "POST", "/gen/other"),
+        ];
+        for round in 0..2 {
+            for (route, method, path) in shapes {
+                let ex = Exchange {
+                    route,
+                    method: method.into(),
+                    path: path.into(),
+                    ..Exchange::default()
+                };
+                let expected = state.find_model_source(&config, &ex);
+                // Asked twice in a row (the memo answers the second) and after another shape.
+                assert_eq!(state.model_source(&config, &ex), expected, "{round} {path}");
+                assert_eq!(state.model_source(&config, &ex), expected, "{round} {path}");
+            }
+        }
+    }
+
+    #[test]
+    fn remembered_client_addresses_are_the_parsed_ones() {
+        let (_, state) = state();
+        for (address, ip) in [
+            ("127.0.0.1:40000", Some("127.0.0.1")),
+            ("127.0.0.1:40000", Some("127.0.0.1")),
+            ("10.0.0.1:1", Some("10.0.0.1")),
+            ("[::1]:443", Some("::1")),
+            ("not an address", None),
+            ("not an address", None),
+            ("127.0.0.1:40000", Some("127.0.0.1")),
+        ] {
+            fake::set_property_bytes("source.address", address.as_bytes());
+            let want: Option<IpAddr> = ip.map(|i| i.parse().unwrap());
+            assert_eq!(state.client_ip(), want, "{address}");
         }
     }
 }
