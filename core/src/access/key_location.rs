@@ -3,6 +3,7 @@
 
 use super::query::query_param;
 use crate::secret::bearer_token;
+use std::borrow::Cow;
 
 /// Where a route carries the API key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,19 +48,20 @@ impl KeyLocation {
     }
 
     /// The key the client presented here, if any. `headers` are lower-case names; `path` is `:path`.
-    pub fn extract(&self, headers: &[(String, String)], path: &str) -> Option<String> {
+    /// Borrowed from the header when it can be (only a query parameter is decoded into a copy).
+    pub fn extract<'a>(&self, headers: &'a [(String, String)], path: &str) -> Option<Cow<'a, str>> {
         match self {
             KeyLocation::Bearer => {
                 let v = header(headers, "authorization")?;
-                bearer_token(v).map(str::to_string)
+                bearer_token(v).map(Cow::Borrowed)
             }
             KeyLocation::Header(name) => {
                 let v = header(headers, name)?.trim();
-                (!v.is_empty()).then(|| v.to_string())
+                (!v.is_empty()).then_some(Cow::Borrowed(v))
             }
             KeyLocation::Query(name) => {
                 let v = query_param(path, name)?;
-                (!v.is_empty()).then_some(v)
+                (!v.is_empty()).then_some(Cow::Owned(v))
             }
         }
     }
