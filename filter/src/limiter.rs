@@ -711,19 +711,19 @@ impl LimitRequest {
         for (name, value) in &ex.reply_headers {
             host::set_response_header(name, Some(value));
         }
-        let content_type = match &ex.response_content_type {
-            Some(ct) => ct.clone(),
-            None => {
-                let ct = crate::host::header_value(
+        if ex.response_content_type.is_none() {
+            ex.response_content_type = Some(
+                crate::host::header_value(
                     proxy_wasm::types::MapType::HttpResponseHeaders,
                     "content-type",
                 )
-                .unwrap_or_default();
-                ex.response_content_type = Some(ct.clone());
-                ct
-            }
-        };
-        let sse = content_type.contains("text/event-stream");
+                .unwrap_or_default(),
+            );
+        }
+        let sse = ex
+            .response_content_type
+            .as_deref()
+            .is_some_and(|ct| ct.contains("text/event-stream"));
         let ok = (200..300).contains(&ex.status);
         self.strip &= sse && ok;
         self.pacing = sse && ok && self.pace_ms.is_some();
