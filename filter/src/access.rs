@@ -418,17 +418,17 @@ impl AccessState {
                 ))
             }
         };
-        ex.model = body.model.clone();
+        ex.model = body.model;
         ex.stream = body.stream;
         ex.body = Some(body.json);
-        let Some(model) = body.model else {
+        let Some(model) = ex.model.as_deref() else {
             if checked {
                 return self.undetermined(&model_of::ModelError::Missing.to_string());
             }
             return Step::Continue;
         };
         if let Some(caller) = &ex.caller {
-            if !self.rules.model_allowed(caller.level, &model) {
+            if !self.rules.model_allowed(caller.level, model) {
                 bump(self.metrics.model_denied);
                 return Step::Reply(LocalReply::new(
                     403,
@@ -438,7 +438,7 @@ impl AccessState {
                 ));
             }
         }
-        if let Some((target, rename)) = self.rules.route_model(ex.route, &model) {
+        if let Some((target, rename)) = self.rules.route_model(ex.route, model) {
             host::set_request_header(TARGET_HEADER, Some(&target.to_string()));
             // Envoy re-picks the route from the new header; harmless when the function is missing.
             let _ = host::call_foreign_function("clear_route_cache", None);
