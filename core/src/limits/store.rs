@@ -166,7 +166,7 @@ fn update<S: SharedStore>(
                 if !d.allowed {
                     return Update::Declined(d);
                 }
-                match store.set(key, &d.new_state.encode(), cas) {
+                match store.set(key, &d.new_state.to_bytes(), cas) {
                     Write::Ok => return Update::Written(d),
                     Write::Mismatch => continue,
                     Write::Error => return Update::Exhausted,
@@ -183,7 +183,7 @@ fn update<S: SharedStore>(
                         let d = decide(None);
                         if !d.allowed {
                             Some(Update::Declined(d))
-                        } else if store.set(key, &d.new_state.encode(), 0) == Write::Ok {
+                        } else if store.set(key, &d.new_state.to_bytes(), 0) == Write::Ok {
                             Some(Update::Written(d))
                         } else {
                             Some(Update::Exhausted)

@@ -161,15 +161,23 @@ impl WindowState {
     pub const ENCODED_LEN: usize = 33;
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(Self::ENCODED_LEN);
-        out.push(STATE_VERSION);
-        for field in [
+        self.to_bytes().to_vec()
+    }
+
+    /// [`encode`](Self::encode) without the allocation (what the CAS loop writes).
+    pub fn to_bytes(&self) -> [u8; Self::ENCODED_LEN] {
+        let mut out = [0u8; Self::ENCODED_LEN];
+        let (version, fields) = out.split_at_mut(1);
+        if let Some(v) = version.first_mut() {
+            *v = STATE_VERSION;
+        }
+        for (chunk, field) in fields.chunks_exact_mut(8).zip([
             self.window_start_ms,
             self.period_ms,
             self.current,
             self.previous,
-        ] {
-            out.extend_from_slice(&field.to_le_bytes());
+        ]) {
+            chunk.copy_from_slice(&field.to_le_bytes());
         }
         out
     }

@@ -312,8 +312,10 @@ fn encode_layout_and_round_trip() {
     assert_eq!(bytes.len(), WindowState::ENCODED_LEN);
     assert_eq!(bytes.first(), Some(&1));
     assert_eq!(bytes.get(1..9), Some(&120_000u64.to_le_bytes()[..]));
+    assert_eq!(bytes.get(17..25), Some(&7u64.to_le_bytes()[..]));
     assert_eq!(bytes.get(25..33), Some(&3u64.to_le_bytes()[..]));
     assert_eq!(WindowState::decode(&bytes), Some(s));
+    assert_eq!(s.to_bytes()[..], bytes[..]);
 }
 
 #[test]
