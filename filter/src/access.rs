@@ -525,10 +525,16 @@ impl AccessState {
             };
             let (pick, next) = pick_key(pool, counter, &cooling, now)?;
             last = Some(pick);
-            let mut out = Vec::with_capacity(8 + table.len());
-            out.extend_from_slice(&next.to_le_bytes());
-            out.extend_from_slice(table);
-            match host::set_shared_data(key, Some(&out), cas) {
+            let counter = next.to_le_bytes();
+            // No key cooling (the usual case): the value is the counter alone, no buffer needed.
+            let joined;
+            let value: &[u8] = if table.is_empty() {
+                &counter
+            } else {
+                joined = [&counter[..], table].concat();
+                &joined
+            };
+            match host::set_shared_data(key, Some(value), cas) {
                 Err(Status::CasMismatch) => continue,
                 _ => return Some(pick),
             }
