@@ -66,8 +66,9 @@ pub fn push_decimal(out: &mut String, mut n: u64) {
             break;
         }
     }
-    for &b in buf.get(at..).unwrap_or(&[]) {
-        out.push(char::from(b));
+    // ASCII digits only: always UTF-8.
+    if let Ok(digits) = std::str::from_utf8(buf.get(at..).unwrap_or(&[])) {
+        out.push_str(digits);
     }
 }
 
