@@ -70,6 +70,13 @@ impl StreamExtractor {
         {
             return;
         }
+        if self.usage_only {
+            match serde_json::from_str::<WireUsageBody<'_>>(data) {
+                Ok(body) => self.apply_usage(body),
+                Err(_) => self.malformed = self.malformed.saturating_add(1),
+            }
+            return;
+        }
         match serde_json::from_str::<WireBody<'_>>(data) {
             Ok(body) => self.apply(body),
             Err(_) => self.malformed = self.malformed.saturating_add(1),
@@ -89,6 +96,15 @@ impl StreamExtractor {
     /// Events whose data was neither JSON nor `[DONE]`.
     pub fn malformed(&self) -> u64 {
         self.malformed
+    }
+
+    /// `id`, `model` and `usage` of a chunk whose `choices` were checked but not read.
+    fn apply_usage(&mut self, body: WireUsageBody<'_>) {
+        set_once(&mut self.answer.id, body.id);
+        set_once(&mut self.answer.model, body.model);
+        if let Some(usage) = body.usage {
+            self.answer.usage = Some(usage.into_usage());
+        }
     }
 
     fn apply(&mut self, body: WireBody<'_>) {
@@ -182,6 +198,22 @@ pub fn from_json_body(kind: ApiKind, body: &[u8]) -> Option<Answer> {
     }
     let mut extractor = StreamExtractor::new(usize::MAX);
     extractor.apply(wire);
+    Some(extractor.into_answer())
+}
+
+/// [`from_json_body`] for readers that need only `id`, `model` and `usage` (usage metrics, token
+/// quotas): `None` in exactly the same cases, the same `id`, `model` and `usage` otherwise, but no
+/// choices — their text is checked as JSON of the same shape, never copied.
+pub fn usage_from_json_body(kind: ApiKind, body: &[u8]) -> Option<Answer> {
+    let wire: WireUsageBody<'_> = serde_json::from_slice(body).ok()?;
+    if wire.error.is_some() {
+        return None;
+    }
+    if matches!(kind, ApiKind::Chat | ApiKind::Completion) && wire.choices.is_none() {
+        return None;
+    }
+    let mut extractor = StreamExtractor::new(0);
+    extractor.apply_usage(wire);
     Some(extractor.into_answer())
 }
 
@@ -337,6 +369,158 @@ struct WireFunction<'a> {
     name: Option<Text<'a>>,
     #[serde(borrow)]
     arguments: Option<Text<'a>>,
+}
+
+/// [`WireBody`] without reading the choices: `choices` is still checked to have the shape
+/// [`WireChoice`] accepts (so exactly the same bodies fail), without collecting anything.
+#[derive(Deserialize)]
+struct WireUsageBody<'a> {
+    #[serde(borrow)]
+    id: Option<Text<'a>>,
+    #[serde(borrow)]
+    model: Option<Text<'a>>,
+    choices: Option<SkipSeq<SkipChoice>>,
+    usage: Option<WireUsage>,
+    error: Option<IgnoredAny>,
+}
+
+// The `Skip*` types accept exactly what their `Wire*` counterparts accept and keep nothing: the
+// same fields (in the same order, for JSON arrays read as structs) and the same readers for leaf
+// values (`deserialize_any`, so strings and numbers are checked as strictly as `Text` and `Num`).
+
+#[derive(Deserialize)]
+#[allow(dead_code)] // Read to be checked, never used.
+struct SkipChoice {
+    index: Option<SkipNum>,
+    delta: Option<SkipMessage>,
+    message: Option<SkipMessage>,
+    text: Option<SkipText>,
+    finish_reason: Option<SkipText>,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)] // Read to be checked, never used.
+struct SkipMessage {
+    content: Option<SkipText>,
+    reasoning_content: Option<SkipText>,
+    reasoning: Option<SkipText>,
+    tool_calls: Option<SkipSeq<SkipToolCall>>,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)] // Read to be checked, never used.
+struct SkipToolCall {
+    index: Option<SkipNum>,
+    id: Option<SkipText>,
+    #[serde(rename = "type")]
+    kind: Option<SkipText>,
+    function: Option<SkipFunction>,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)] // Read to be checked, never used.
+struct SkipFunction {
+    name: Option<SkipText>,
+    arguments: Option<SkipText>,
+}
+
+/// A JSON array read like `Vec<T>`, its elements dropped as they are read.
+struct SkipSeq<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for SkipSeq<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SeqVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for SeqVisitor<T> {
+            type Value = SkipSeq<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sequence")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<T>()?.is_some() {}
+                Ok(SkipSeq(PhantomData))
+            }
+        }
+        deserializer.deserialize_seq(SeqVisitor(PhantomData))
+    }
+}
+
+/// Accepts what [`Text`] accepts, keeping nothing.
+struct SkipText;
+
+impl<'de> Deserialize<'de> for SkipText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SkipTextVisitor)
+    }
+}
+
+struct SkipTextVisitor;
+
+impl<'de> Visitor<'de> for SkipTextVisitor {
+    type Value = SkipText;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<SkipText, E> {
+        Ok(SkipText)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<SkipText, E> {
+        Ok(SkipText)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<SkipText, E> {
+        Ok(SkipText)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<SkipText, E> {
+        Ok(SkipText)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<SkipText, E> {
+        Ok(SkipText)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<SkipText, E> {
+        Ok(SkipText)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<SkipText, E> {
+        Ok(SkipText)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<SkipText, D::Error> {
+        SkipText::deserialize(deserializer)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SkipText, A::Error> {
+        while seq.next_element::<SkipText>()?.is_some() {}
+        Ok(SkipText)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SkipText, A::Error> {
+        // Like `Text`: the key is read as text; only the value of `text` is read as text.
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            if key.0 == "text" {
+                map.next_value::<SkipText>()?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(SkipText)
+    }
+}
+
+/// Accepts what [`Num`] accepts, keeping nothing.
+struct SkipNum;
+
+impl<'de> Deserialize<'de> for SkipNum {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Num::deserialize(deserializer).map(|_| SkipNum)
+    }
 }
 
 #[derive(Deserialize)]

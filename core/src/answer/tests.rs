@@ -649,3 +649,91 @@ fn pieces_cut_on_char_boundaries() {
     assert_eq!(parts.len(), 3);
     assert_eq!(pieces("").count(), 0);
 }
+
+/// `usage_from_json_body` must agree with `from_json_body` on whether a body is an answer and on
+/// its id, model and usage, for well-formed and odd bodies alike.
+#[test]
+fn usage_only_json_body_agrees_with_the_full_read() {
+    let bodies: &[&str] = &[
+        r#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello\nworld \"q\" \u00e9"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":4,"total_tokens":14,"prompt_tokens_details":{"cached_tokens":2}}}"#,
+        r#"{"id":"x","model":"m","choices":[{"index":0,"message":{"content":null,"reasoning_content":"think","tool_calls":[{"id":"call_a","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":5,"completion_tokens":6,"total_tokens":11}}"#,
+        r#"{"id":"cmpl-1","model":"inst","choices":[{"text":"\n\nHi","index":0,"finish_reason":"length"}],"usage":{"prompt_tokens":1,"completion_tokens":4,"total_tokens":5}}"#,
+        r#"{"object":"list","data":[{"embedding":[0.1]}],"model":"emb","usage":{"prompt_tokens":2,"total_tokens":2}}"#,
+        // Lenient leaves: content parts, numbers as text, counts as floats and strings.
+        r#"{"model":"m","choices":[{"index":"0","message":{"content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"x"}},"b",{"text":[1,{"text":"c"}]}]},"finish_reason":7}],"usage":{"prompt_tokens":3.0,"completion_tokens":"4","prompt_tokens_details":null}}"#,
+        r#"{"model":"m","choices":[{"index":[1],"message":{"content":true},"text":{"a":[1,2]},"finish_reason":null}],"usage":{"prompt_tokens":{"x":1}}}"#,
+        // Structs given as arrays (serde reads them field by field), too short and too long.
+        r#"{"model":"m","choices":[[0,null,["hi",null,null,null],null,"stop"]],"usage":{"prompt_tokens":1}}"#,
+        r#"{"model":"m","choices":[[0,null]],"usage":{"prompt_tokens":1}}"#,
+        r#"{"model":"m","choices":[[0,null,null,null,null,1]],"usage":{"prompt_tokens":1}}"#,
+        // Wrong shapes inside choices fail the whole body.
+        r#"{"model":"m","choices":"none","usage":{"prompt_tokens":1}}"#,
+        r#"{"model":"m","choices":[1],"usage":{"prompt_tokens":1}}"#,
+        r#"{"model":"m","choices":[{"message":"hi"}],"usage":{"prompt_tokens":1}}"#,
+        r#"{"model":"m","choices":[{"message":{"tool_calls":{}}}],"usage":{"prompt_tokens":1}}"#,
+        r#"{"model":"m","choices":[{"message":{"tool_calls":[{"function":7}]}}],"usage":{"prompt_tokens":1}}"#,
+        r#"{"model":"m","choices":[{"index":0,"index":1}],"usage":{"prompt_tokens":1}}"#,
+        r#"{"model":"m","choices":[{"message":{"content":"a","content":"b"}}],"usage":{"prompt_tokens":1}}"#,
+        r#"{"model":"m","choices":[{"text":1e400}],"usage":{"prompt_tokens":1}}"#,
+        r#"{"model":"m","choices":[{"text":"bad \u12"}],"usage":{"prompt_tokens":1}}"#,
+        r#"{"model":"m","model":"n","choices":[]}"#,
+        // Not answers.
+        r#"{"error":{"message":"bad"},"choices":[]}"#,
+        r#"{"choices":[],"error":null,"usage":null}"#,
+        r#"{"object":"list"}"#,
+        r#"{"choices":null}"#,
+        "[1,2]",
+        "not json",
+        "",
+    ];
+    let mut invalid_utf8 = br#"{"model":"m","choices":[{"message":{"content":"x"#.to_vec();
+    invalid_utf8.extend_from_slice(&[0xff, 0xfe]);
+    invalid_utf8.extend_from_slice(br#""}}],"usage":{"prompt_tokens":1}}"#);
+    let mut all: Vec<Vec<u8>> = bodies.iter().map(|b| b.as_bytes().to_vec()).collect();
+    all.push(invalid_utf8);
+    for body in &all {
+        for kind in [ApiKind::Chat, ApiKind::Completion, ApiKind::Embedding] {
+            let full = from_json_body(kind, body);
+            let usage = usage_from_json_body(kind, body);
+            let text = String::from_utf8_lossy(body);
+            assert_eq!(full.is_some(), usage.is_some(), "{kind:?} {text}");
+            if let (Some(full), Some(usage)) = (full, usage) {
+                assert_eq!(
+                    (&usage.id, &usage.model, &usage.usage),
+                    (&full.id, &full.model, &full.usage),
+                    "{kind:?} {text}"
+                );
+                assert!(usage.choices.is_empty());
+            }
+        }
+    }
+}
+
+/// In usage-only mode the same events are malformed, and id, model, usage, events and done agree
+/// with the full read on every recorded stream.
+#[test]
+fn usage_only_stream_agrees_with_the_full_read() {
+    let odd = concat!(
+        "data: {\"id\":\"a\",\"model\":\"m\",\"choices\":[{\"delta\":\"oops\"}],\"usage\":{\"prompt_tokens\":9}}\n\n",
+        "data: {\"choices\":[{\"delta\":{\"content\":[\"x\",{\"text\":\"y\"}]}}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\n",
+        "data: {\"choices\":[[0,{\"content\":\"z\"}]],\"usage\":null}\n\n",
+    );
+    for stream in ALL.iter().copied().chain([odd]) {
+        let mut parser = SseParser::new(MAX);
+        let mut events = Vec::new();
+        parser.feed(stream.as_bytes(), &mut events);
+        let (mut full, mut only) = (StreamExtractor::new(MAX), StreamExtractor::usage_only());
+        for ev in &events {
+            full.on_event(ev);
+            only.on_event(ev);
+        }
+        let malformed = (full.malformed(), only.malformed());
+        let (full, only) = (full.into_answer(), only.into_answer());
+        assert_eq!(
+            (&only.id, &only.model, &only.usage, only.events, only.done),
+            (&full.id, &full.model, &full.usage, full.events, full.done),
+            "{stream}"
+        );
+        assert_eq!(malformed.0, malformed.1, "{stream}");
+    }
+}
