@@ -2,7 +2,8 @@
 //!
 //! Response side (owned here, reused by other features): SSE chunks are parsed incrementally as
 //! they pass — the filter returns `Continue`, so nothing is held back or changed — and non-stream
-//! JSON bodies are copied (bounded) and read at the end. [`Exchange::answer`] is filled once the
+//! JSON bodies are copied (bounded) and read at the end (in place when they came in one chunk).
+//! Without a record (metrics only) just the model and usage are read. [`Exchange::answer`] is filled once the
 //! response ends (or in `on_log` when the stream was cut), so token charging and cache store read
 //! the same parse.
 //!
@@ -17,7 +18,9 @@
 use crate::exchange::Exchange;
 use crate::host;
 use crate::plugin::Plugin;
-use llm_forward_core::answer::{from_json_body, Answer, ApiKind, StreamExtractor};
+use llm_forward_core::answer::{
+    from_json_body, usage_from_json_body, Answer, ApiKind, StreamExtractor,
+};
 use llm_forward_core::chatlog::{self, api_for_path, metric_label, RecordInput};
 use llm_forward_core::config::{FilterRoute, RouteKind};
 use llm_forward_core::routing::route_path;
@@ -197,6 +200,7 @@ impl ChatLog {
         if matches!(self.tap, Tap::Off | Tap::Done) {
             return;
         }
+        let (api, write) = (self.api, self.write);
         if chunk.size() > 0 {
             let chunk: &[u8] = chunk.bytes().ok().flatten().unwrap_or_default();
             match &mut self.tap {
@@ -220,6 +224,11 @@ impl ChatLog {
                         // Too big to parse within the cap: keep nothing.
                         *overflow = true;
                         *body = Vec::new();
+                    } else if end_of_stream && body.is_empty() {
+                        // The whole body in one chunk: read in place, not copied.
+                        ex.answer = read_json(api, write, chunk);
+                        self.tap = Tap::Done;
+                        return;
                     } else {
                         body.extend_from_slice(chunk);
                     }
@@ -250,7 +259,7 @@ impl ChatLog {
                 if overflow {
                     self.response_truncated = true;
                 } else {
-                    ex.answer = from_json_body(self.api, &body);
+                    ex.answer = read_json(self.api, self.write, &body);
                 }
             }
             Tap::Off | Tap::Done => {}
@@ -315,6 +324,16 @@ impl ChatLog {
             }
             Err(e) => host::log(LogLevel::Warn, &format!("llm-forward: log record: {e}")),
         }
+    }
+}
+
+/// The answer of a whole non-stream body: all of it for the record, or only what the usage
+/// metrics read (model and usage) when no record is written.
+fn read_json(api: ApiKind, write: bool, body: &[u8]) -> Option<Answer> {
+    if write {
+        from_json_body(api, body)
+    } else {
+        usage_from_json_body(api, body)
     }
 }
 
