@@ -1,8 +1,10 @@
 //! Chat log records: one JSON object per chat, completion or embedding exchange.
 //!
-//! The filter gathers the facts (request body, [`Answer`], status, timings) and calls [`build`];
-//! the record is written as one line through Envoy's file access logger. `llm-forward convert`
-//! reads the same type back ([`ChatRecord`]), so writer and reader cannot drift apart.
+//! The filter gathers the facts (request body, [`Answer`], status, timings) and calls [`write`],
+//! which gives the JSON line of the [`ChatRecord`] that [`build`] makes without building it; the
+//! line is written through Envoy's file access logger. `llm-forward convert` reads the same type
+//! back ([`ChatRecord`]), and a test holds `write` to the serialized `build` byte for byte, so
+//! writer and reader cannot drift apart.
 //!
 //! Compared with OpenAI-Forward's logs (a Python-dict request line and a separate answer line
 //! paired by an md5-of-the-clock uid): one self-contained JSON line per exchange, a random uid,
@@ -120,7 +122,8 @@ pub struct LoggedAnswer {
     pub done: bool,
 }
 
-/// One line of `chat.log`.
+/// One line of `chat.log`. The filter writes it with [`write`], which follows these fields in
+/// this order: a field added or moved here must be added or moved there too (a test compares them).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ChatRecord {
@@ -286,9 +289,276 @@ pub fn build(input: RecordInput<'_>) -> ChatRecord {
     }
 }
 
+/// The record as one JSON line, written straight from the inputs into one buffer: byte for byte
+/// what `serde_json::to_vec(&build(input))` gives, without the owned [`ChatRecord`] in between
+/// (no copies of the answer text, the params map or the strings).
+pub fn write(input: &RecordInput<'_>) -> Vec<u8> {
+    let body = match &input.body {
+        Some(Value::Object(body)) => Some(body),
+        _ => None,
+    };
+    let part = |name: &str| body.and_then(|b| b.get(name));
+    let text_len = input.answer.map_or(0, |a| {
+        a.choices
+            .iter()
+            .map(|c| {
+                c.content.len()
+                    + c.reasoning_content.len()
+                    + c.tool_calls
+                        .iter()
+                        .map(|t| t.name.len() + t.arguments.len() + 64)
+                        .sum::<usize>()
+                    + 96
+            })
+            .sum()
+    });
+    let mut out = Vec::with_capacity(640 + text_len);
+    let w = &mut out;
+    w.extend_from_slice(b"{\"time\":\"");
+    w.extend_from_slice(rfc3339_utc(input.started_ms).as_bytes());
+    w.extend_from_slice(b"\",\"uid\":");
+    json_str(w, &input.uid);
+    w.extend_from_slice(b",\"route\":");
+    json_str(w, input.route);
+    w.extend_from_slice(b",\"upstream\":\"route_");
+    json_str_contents(w, input.route);
+    w.extend_from_slice(b"\",\"api\":");
+    match input.api {
+        Some(ApiKind::Chat) => w.extend_from_slice(b"\"chat\""),
+        Some(ApiKind::Completion) => w.extend_from_slice(b"\"completion\""),
+        Some(ApiKind::Embedding) => w.extend_from_slice(b"\"embedding\""),
+        None => w.extend_from_slice(b"null"),
+    }
+    w.extend_from_slice(b",\"method\":");
+    json_str(w, input.method);
+    w.extend_from_slice(b",\"path\":");
+    json_str(w, input.path.split(['?', '#']).next().unwrap_or(""));
+    w.extend_from_slice(b",\"ip\":");
+    json_opt_str(w, input.ip.as_deref());
+    w.extend_from_slice(b",\"key_name\":");
+    json_opt_str(w, input.key_name);
+    w.extend_from_slice(b",\"level\":");
+    json_opt_u64(w, input.level.map(u64::from));
+    w.extend_from_slice(b",\"model\":");
+    let model = input
+        .model
+        .or_else(|| part("model").and_then(Value::as_str));
+    json_opt_str(w, model);
+    w.extend_from_slice(b",\"stream\":");
+    let stream = input
+        .stream
+        .unwrap_or_else(|| part("stream").and_then(Value::as_bool).unwrap_or(false));
+    json_bool(w, stream);
+    w.extend_from_slice(b",\"params\":{");
+    let mut first = true;
+    for (k, v) in body.into_iter().flatten() {
+        if matches!(k.as_str(), "messages" | "prompt" | "input") {
+            continue;
+        }
+        if !first {
+            w.push(b',');
+        }
+        first = false;
+        json_str(w, k);
+        w.push(b':');
+        json_value(w, v);
+    }
+    w.push(b'}');
+    let redacted = !input.messages;
+    if !redacted {
+        for name in ["messages", "prompt", "input"] {
+            if let Some(v) = part(name) {
+                w.extend_from_slice(b",\"");
+                w.extend_from_slice(name.as_bytes());
+                w.extend_from_slice(b"\":");
+                json_value(w, v);
+            }
+        }
+    }
+    w.extend_from_slice(b",\"answer\":");
+    match input.answer {
+        Some(a) => json_answer(w, a, redacted),
+        None => w.extend_from_slice(b"null"),
+    }
+    w.extend_from_slice(b",\"usage\":");
+    match input.answer.and_then(|a| a.usage.as_ref()) {
+        Some(u) => {
+            w.extend_from_slice(b"{\"prompt_tokens\":");
+            json_u64(w, u.prompt_tokens);
+            w.extend_from_slice(b",\"completion_tokens\":");
+            json_u64(w, u.completion_tokens);
+            w.extend_from_slice(b",\"total_tokens\":");
+            json_u64(w, u.total_tokens);
+            if let Some(cached) = u.cached_tokens {
+                w.extend_from_slice(b",\"cached_tokens\":");
+                json_u64(w, cached);
+            }
+            w.push(b'}');
+        }
+        None => w.extend_from_slice(b"null"),
+    }
+    w.extend_from_slice(b",\"finish_reason\":");
+    json_opt_str(
+        w,
+        input
+            .answer
+            .and_then(|a| a.choices.first())
+            .and_then(|c| c.finish_reason.as_deref()),
+    );
+    w.extend_from_slice(b",\"status\":");
+    json_u64(w, u64::from(input.status));
+    w.extend_from_slice(b",\"cache\":");
+    json_opt_str(w, input.cache);
+    w.extend_from_slice(b",\"latency_ms\":");
+    json_u64(w, input.now_ms.saturating_sub(input.started_ms));
+    w.extend_from_slice(b",\"ttfb_ms\":");
+    json_opt_u64(
+        w,
+        input
+            .first_byte_ms
+            .map(|t| t.saturating_sub(input.started_ms)),
+    );
+    w.extend_from_slice(b",\"truncated\":");
+    json_bool(
+        w,
+        input.response_truncated || input.answer.is_some_and(|a| a.truncated),
+    );
+    w.extend_from_slice(b",\"request_truncated\":");
+    json_bool(w, input.request_truncated);
+    w.extend_from_slice(b",\"redacted\":");
+    json_bool(w, redacted);
+    w.push(b'}');
+    out
+}
+
+/// [`LoggedAnswer`] as serde writes it; texts left empty when `redacted`.
+fn json_answer<'a>(w: &mut Vec<u8>, a: &'a Answer, redacted: bool) {
+    w.push(b'{');
+    if let Some(id) = &a.id {
+        w.extend_from_slice(b"\"id\":");
+        json_str(w, id);
+        w.push(b',');
+    }
+    if let Some(model) = &a.model {
+        w.extend_from_slice(b"\"model\":");
+        json_str(w, model);
+        w.push(b',');
+    }
+    w.extend_from_slice(b"\"choices\":[");
+    for (i, c) in a.choices.iter().enumerate() {
+        if i > 0 {
+            w.push(b',');
+        }
+        let text = |t: &'a str| if redacted { "" } else { t };
+        w.extend_from_slice(b"{\"index\":");
+        json_u64(w, u64::from(c.index));
+        w.extend_from_slice(b",\"content\":");
+        json_str(w, text(&c.content));
+        w.extend_from_slice(b",\"reasoning_content\":");
+        json_str(w, text(&c.reasoning_content));
+        w.extend_from_slice(b",\"tool_calls\":[");
+        for (j, t) in c.tool_calls.iter().enumerate() {
+            if j > 0 {
+                w.push(b',');
+            }
+            w.extend_from_slice(b"{\"index\":");
+            json_u64(w, u64::from(t.index));
+            w.extend_from_slice(b",\"id\":");
+            json_opt_str(w, t.id.as_deref());
+            w.extend_from_slice(b",\"type\":");
+            json_opt_str(w, t.kind.as_deref());
+            w.extend_from_slice(b",\"name\":");
+            json_str(w, &t.name);
+            w.extend_from_slice(b",\"arguments\":");
+            json_str(w, text(&t.arguments));
+            w.push(b'}');
+        }
+        w.extend_from_slice(b"],\"finish_reason\":");
+        json_opt_str(w, c.finish_reason.as_deref());
+        w.push(b'}');
+    }
+    w.extend_from_slice(b"],\"done\":");
+    json_bool(w, a.done);
+    w.push(b'}');
+}
+
+fn json_value(w: &mut Vec<u8>, v: &Value) {
+    // Writing a `Value` into a `Vec` cannot fail (its keys are strings).
+    let _ = serde_json::to_writer(&mut *w, v);
+}
+
+fn json_bool(w: &mut Vec<u8>, b: bool) {
+    w.extend_from_slice(if b { b"true" } else { b"false" });
+}
+
+fn json_u64(w: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    w.extend_from_slice(digits.get(at..).unwrap_or_default());
+}
+
+fn json_opt_u64(w: &mut Vec<u8>, n: Option<u64>) {
+    match n {
+        Some(n) => json_u64(w, n),
+        None => w.extend_from_slice(b"null"),
+    }
+}
+
+fn json_opt_str(w: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => json_str(w, s),
+        None => w.extend_from_slice(b"null"),
+    }
+}
+
+fn json_str(w: &mut Vec<u8>, s: &str) {
+    w.push(b'"');
+    json_str_contents(w, s);
+    w.push(b'"');
+}
+
+/// A string's JSON escaping as serde_json writes it: `"`, `\\` and control characters only.
+fn json_str_contents(w: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        w.extend_from_slice(bytes.get(start..i).unwrap_or_default());
+        if escape.is_empty() {
+            w.extend_from_slice(b"\\u00");
+            w.push(HEX[usize::from(b >> 4)]);
+            w.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            w.extend_from_slice(escape);
+        }
+        start = i + 1;
+    }
+    w.extend_from_slice(bytes.get(start..).unwrap_or_default());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::answer::Usage;
     use crate::answer::{from_json_body, StreamExtractor, ToolCall};
     use crate::sse::SseParser;
     use serde_json::json;
@@ -463,6 +733,108 @@ mod tests {
         assert_eq!(r.status, 502);
         assert!(r.answer.is_none() && r.usage.is_none() && r.ttfb_ms.is_none());
         assert!(r.truncated && r.request_truncated);
+    }
+
+    /// `write` gives exactly the bytes of the serialized `build`, for every kind of input.
+    #[test]
+    fn write_matches_the_serialized_record() {
+        let same = |i: &RecordInput<'_>| {
+            let old = serde_json::to_vec(&build(i.clone())).unwrap();
+            let new = write(i);
+            assert_eq!(String::from_utf8_lossy(&new), String::from_utf8_lossy(&old));
+            assert_eq!(new, old);
+        };
+        let odd = "q\"b\\s/\u{0}\u{1}\u{8}\t\n\u{b}\u{c}\r\u{1f} \u{7f}é你🌍\u{2028}";
+        let body = json!({"model":"gpt-4o","stream":true,"temperature":0.2,"top_p":1e-7,
+            "n":3,"stop":["a",odd],"z":{"b":null,"a":[1.5,-2,true]},
+            "messages":[{"role":"user","content":odd}]});
+        let mut answer = chat_answer();
+        answer.choices[0].content.push_str(odd);
+        answer.choices[0].reasoning_content = format!("think {odd}");
+        answer.choices[0].tool_calls.push(ToolCall {
+            index: 0,
+            id: Some("call_1".into()),
+            kind: Some("function".into()),
+            name: odd.into(),
+            arguments: "{\"city\":\"Paris\"}".into(),
+        });
+        answer.choices[0].tool_calls.push(ToolCall {
+            index: 3,
+            ..ToolCall::default()
+        });
+        answer.choices.push(Choice {
+            index: 1,
+            ..Choice::default()
+        });
+        answer.usage.as_mut().unwrap().cached_tokens = Some(7);
+        let mut i = input(&body, &answer);
+        same(&i);
+        i.messages = false;
+        same(&i);
+        i.messages = true;
+        i.route = odd;
+        i.method = odd;
+        i.path = "/v1/chat/completions#frag?x";
+        i.ip = Some(odd.into());
+        i.key_name = Some(odd);
+        i.uid = odd.into();
+        i.cache = None;
+        i.first_byte_ms = Some(1);
+        i.now_ms = 0;
+        i.level = Some(u32::MAX);
+        i.status = 0;
+        same(&i);
+        i.model = Some("routed");
+        i.stream = Some(false);
+        i.request_truncated = true;
+        i.response_truncated = true;
+        same(&i);
+        let mut bare = answer.clone();
+        bare.id = None;
+        bare.model = None;
+        bare.usage = Some(Usage {
+            prompt_tokens: u64::MAX,
+            ..Usage::default()
+        });
+        bare.truncated = true;
+        bare.done = false;
+        i.answer = Some(&bare);
+        same(&i);
+        let mut empty = bare.clone();
+        empty.choices.clear();
+        empty.usage = None;
+        i.answer = Some(&empty);
+        same(&i);
+        i.answer = None;
+        i.api = None;
+        i.ip = None;
+        i.key_name = None;
+        i.level = None;
+        i.first_byte_ms = None;
+        same(&i);
+        for body in [
+            json!({"model":"inst","prompt":["say", odd],"stream":"yes","max_tokens":5}),
+            json!({"model":7,"input":"a","messages":null}),
+            json!({}),
+            json!([1, 2]),
+            json!("text"),
+        ] {
+            for messages in [true, false] {
+                let mut i = input(&body, &answer);
+                i.messages = messages;
+                same(&i);
+                i.model = None;
+                i.stream = None;
+                same(&i);
+            }
+        }
+        let mut i = input(&body, &answer);
+        i.body = None;
+        same(&i);
+        i.model = None;
+        i.stream = None;
+        same(&i);
+        same(&RecordInput::default());
     }
 
     #[test]
