@@ -289,7 +289,7 @@ impl ChatLog {
             .client_ip
             .map(|ip| llm_forward_core::cidr::ip_text(&ip))
             .or_else(source_ip);
-        let record = chatlog::build(RecordInput {
+        let line = chatlog::write(&RecordInput {
             started_ms: ex.started_ms,
             now_ms: host::now_ms(),
             first_byte_ms: ex.first_byte_ms,
@@ -312,17 +312,12 @@ impl ChatLog {
             cache: ex.cache_status,
             messages: self.messages,
         });
-        match serde_json::to_vec(&record) {
-            Ok(line) => {
-                let key = plugin.log_keys.get(ex.route).map_or("", String::as_str);
-                if host::set_property(vec![key], Some(&line)).is_err() {
-                    host::log(
-                        LogLevel::Warn,
-                        "llm-forward: could not store the log record",
-                    );
-                }
-            }
-            Err(e) => host::log(LogLevel::Warn, &format!("llm-forward: log record: {e}")),
+        let key = plugin.log_keys.get(ex.route).map_or("", String::as_str);
+        if host::set_property(vec![key], Some(&line)).is_err() {
+            host::log(
+                LogLevel::Warn,
+                "llm-forward: could not store the log record",
+            );
         }
     }
 }
