@@ -25,7 +25,7 @@ use crate::host;
 use crate::memory::Use;
 use crate::plugin::Plugin;
 use llm_forward_core::access::contains_ignore_case;
-use llm_forward_core::answer::{from_json_body, Answer, ApiKind, StreamExtractor};
+use llm_forward_core::answer::{usage_from_json_body, Answer, ApiKind, StreamExtractor};
 use llm_forward_core::config::{FilterConfig, RouteKind};
 use llm_forward_core::limits::config::{
     global_id, pacing_interval_ms, push_global_subject, push_subject, rule_id, select, storage_key,
@@ -886,7 +886,9 @@ impl LimitRequest {
             }
             Tap::Json(body, overflow) => {
                 let api = ex.api.unwrap_or(ApiKind::Chat);
-                (!overflow).then(|| from_json_body(api, &body)).flatten()
+                (!overflow)
+                    .then(|| usage_from_json_body(api, &body))
+                    .flatten()
             }
         };
         if ex.answer.is_none() {
