@@ -160,15 +160,10 @@ impl ChatLog {
         if !(200..300).contains(&ex.status) || ex.answer.is_some() {
             return;
         }
-        let content_type = match ex.response_content_type.clone() {
-            Some(ct) => ct,
-            None => {
-                let ct = crate::host::header_value(MapType::HttpResponseHeaders, "content-type")
-                    .unwrap_or_default();
-                ex.response_content_type = Some(ct.clone());
-                ct
-            }
-        };
+        let content_type = ex.response_content_type.get_or_insert_with(|| {
+            crate::host::header_value(MapType::HttpResponseHeaders, "content-type")
+                .unwrap_or_default()
+        });
         self.tap = if content_type.contains("text/event-stream") {
             // The parser buffers at most one line plus one pending event.
             Tap::Sse(Box::new(SseTap {
@@ -269,18 +264,15 @@ impl ChatLog {
     /// The exchange is over: count usage and write the record.
     pub fn on_log(&mut self, plugin: &Plugin, route: &FilterRoute, ex: &mut Exchange) {
         self.finish(ex);
-        let model = ex
-            .model
-            .clone()
-            .or_else(|| ex.answer.as_ref().and_then(|a| a.model.clone()));
         let level = ex.caller.as_ref().map(|c| c.level);
         if plugin.config.logging.metrics {
-            plugin.usage.count(
-                &route.name,
-                model.as_deref(),
-                level.unwrap_or(0),
-                ex.answer.as_ref(),
-            );
+            let model = ex
+                .model
+                .as_deref()
+                .or_else(|| ex.answer.as_ref().and_then(|a| a.model.as_deref()));
+            plugin
+                .usage
+                .count(&route.name, model, level.unwrap_or(0), ex.answer.as_ref());
         }
         if !self.write {
             return;
