@@ -43,8 +43,10 @@ impl StreamExtractor {
     }
 
     /// An extractor for readers that need only `id`, `model`, `usage`, `events` and `done` (usage
-    /// metrics, token quotas): once `id` and `model` are known, events whose data does not mention
-    /// `"usage"` are counted but not parsed. Text and choices are then incomplete.
+    /// metrics, token quotas): once `id` and `model` are known, events whose data has no `"usage"`
+    /// key with a value other than `null` (which could change none of these) are counted but not
+    /// parsed, and the others are parsed without collecting their choices (so [`Self::malformed`]
+    /// counts only the events parsed). Text and choices stay empty.
     pub fn usage_only() -> Self {
         StreamExtractor {
             usage_only: true,
@@ -66,7 +68,7 @@ impl StreamExtractor {
         if self.usage_only
             && self.answer.id.is_some()
             && self.answer.model.is_some()
-            && !data.contains("\"usage\"")
+            && !may_carry_usage(data)
         {
             return;
         }
@@ -182,6 +184,24 @@ fn apply_message(choice: &mut Choice, message: WireMessage<'_>, budget: &mut Bud
             }
         }
     }
+}
+
+/// Whether an event's data may carry a usage object: some `"usage"` key whose value is not `null`.
+/// When false, parsing the event could not change an answer whose `id` and `model` are known: a
+/// `null` usage is absent (OpenAI streams with `include_usage` send `"usage":null` in every chunk
+/// but the last). The quoted word appears unescaped only as a key or a whole string value.
+pub(crate) fn may_carry_usage(data: &str) -> bool {
+    const KEY: &str = "\"usage\"";
+    let mut rest = data;
+    while let Some(at) = rest.find(KEY) {
+        rest = rest.get(at + KEY.len()..).unwrap_or_default();
+        if let Some(value) = rest.trim_start().strip_prefix(':') {
+            if !value.trim_start().starts_with("null") {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// Reads a non-stream response body. `None` when it is not a JSON object, carries an `error`, or

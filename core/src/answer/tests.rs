@@ -718,7 +718,18 @@ fn usage_only_stream_agrees_with_the_full_read() {
         "data: {\"choices\":[{\"delta\":{\"content\":[\"x\",{\"text\":\"y\"}]}}],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\n",
         "data: {\"choices\":[[0,{\"content\":\"z\"}]],\"usage\":null}\n\n",
     );
-    for stream in ALL.iter().copied().chain([odd]) {
+    // Once id and model are known: a broken chunk with a null usage changes nothing, a usage
+    // chunk with broken choices is refused by both.
+    let known = concat!(
+        "data: {\"id\":\"a\",\"model\":\"m\",\"choices\":[],\"usage\":null}\n\n",
+        "data: {\"id\":\"b\",\"model\":\"n\",\"choices\":[{\"delta\":1}],\"usage\":null}\n\n",
+        "data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}],\"usage\" : null}\n\n",
+        "data: {\"choices\":[{\"delta\":1}],\"usage\":{\"prompt_tokens\":5}}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1}}\n\n",
+        "data: {\"id\":\"c\",\"choices\":[],\"usage\":null}\n\n",
+        "data: [DONE]\n\n",
+    );
+    for stream in ALL.iter().copied().chain([odd, known]) {
         let mut parser = SseParser::new(MAX);
         let mut events = Vec::new();
         parser.feed(stream.as_bytes(), &mut events);
@@ -728,12 +739,43 @@ fn usage_only_stream_agrees_with_the_full_read() {
             only.on_event(ev);
         }
         let malformed = (full.malformed(), only.malformed());
+        assert!(malformed.1 <= malformed.0, "{stream}");
         let (full, only) = (full.into_answer(), only.into_answer());
         assert_eq!(
             (&only.id, &only.model, &only.usage, only.events, only.done),
             (&full.id, &full.model, &full.usage, full.events, full.done),
             "{stream}"
         );
-        assert_eq!(malformed.0, malformed.1, "{stream}");
+        if stream == known {
+            assert_eq!(malformed, (2, 1));
+            assert_eq!(only.usage.as_ref().map(|u| u.total_tokens), Some(3));
+        }
+    }
+}
+
+#[test]
+fn usage_keys_that_may_carry_a_usage() {
+    for (data, may) in [
+        (r#"{"choices":[],"usage":null}"#, false),
+        (r#"{"usage" : null ,"choices":[]}"#, false),
+        (
+            r#"{"choices":[{"delta":{"content":"say \"usage\": {}"}}],"usage":null}"#,
+            false,
+        ),
+        (r#"{"choices":[{"delta":{"role":"usage"}}]}"#, false),
+        (r#"{"choices":[]}"#, false),
+        (r#"{"usage":{"prompt_tokens":1}}"#, true),
+        (r#"{"usage":null,"usage":{"prompt_tokens":1}}"#, true),
+        (r#"{"usage":	{}}"#, true),
+        (r#"{"usage":0}"#, true),
+        (
+            r#"{"choices":[{"delta":{"role":"usage"}}],"usage":{}}"#,
+            true,
+        ),
+        (r#"{"choices":[{"usage":{"x":1}}],"usage":null}"#, true),
+        (r#"{"usage""#, false),
+        (r#"{"usage":"#, true),
+    ] {
+        assert_eq!(may_carry_usage(data), may, "{data}");
     }
 }
