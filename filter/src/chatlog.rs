@@ -3,9 +3,9 @@
 //! Response side (owned here, reused by other features): SSE chunks are parsed incrementally as
 //! they pass — the filter returns `Continue`, so nothing is held back or changed — and non-stream
 //! JSON bodies are copied (bounded) and read at the end (in place when they came in one chunk).
-//! Without a record (metrics only) just the model and usage are read. [`Exchange::answer`] is filled once the
-//! response ends (or in `on_log` when the stream was cut), so token charging and cache store read
-//! the same parse.
+//! Without a record (metrics only) just the model and usage are read. [`Exchange::answer`] is
+//! filled once the response ends (or in `on_log` when the stream was cut), so token charging and
+//! cache store read the same parse.
 //!
 //! Request side: the body is needed only for the log record (messages, params). When another
 //! feature already parsed it into [`Exchange::body`] it is reused; otherwise its chunks are copied
