@@ -12,6 +12,7 @@ pub mod cidr;
 pub mod config;
 pub mod config_base;
 pub mod errors;
+pub mod headers;
 pub mod limits;
 pub mod memory;
 pub mod models;

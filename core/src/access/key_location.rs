@@ -2,6 +2,7 @@
 //! parameter) and reading it from a request.
 
 use super::query::query_param;
+use crate::headers::HeaderLookup;
 use crate::secret::bearer_token;
 use std::borrow::Cow;
 
@@ -49,14 +50,18 @@ impl KeyLocation {
 
     /// The key the client presented here, if any. `headers` are lower-case names; `path` is `:path`.
     /// Borrowed from the header when it can be (only a query parameter is decoded into a copy).
-    pub fn extract<'a>(&self, headers: &'a [(String, String)], path: &str) -> Option<Cow<'a, str>> {
+    pub fn extract<'a, H: HeaderLookup + ?Sized>(
+        &self,
+        headers: &'a H,
+        path: &str,
+    ) -> Option<Cow<'a, str>> {
         match self {
             KeyLocation::Bearer => {
-                let v = header(headers, "authorization")?;
+                let v = headers.first("authorization")?;
                 bearer_token(v).map(Cow::Borrowed)
             }
             KeyLocation::Header(name) => {
-                let v = header(headers, name)?.trim();
+                let v = headers.first(name)?.trim();
                 (!v.is_empty()).then_some(Cow::Borrowed(v))
             }
             KeyLocation::Query(name) => {
@@ -65,11 +70,4 @@ impl KeyLocation {
             }
         }
     }
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
 }

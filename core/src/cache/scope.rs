@@ -14,6 +14,7 @@
 use super::ScopeMode;
 use crate::access::query_param;
 use crate::cache_key::CacheScope;
+use crate::headers::HeaderLookup;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -59,19 +60,20 @@ pub const CREDENTIAL_HEADERS: [&str; 6] = [
 /// header, the `key` query parameter (Gemini) and the route's own query parameter `query_name`
 /// when it has one. `None` when the request carries none. `headers` have lower-case names;
 /// `path` is `:path` with its query.
-pub fn credential_material(
-    headers: &[(String, String)],
+pub fn credential_material<H: HeaderLookup + ?Sized>(
+    headers: &H,
     path: &str,
     query_name: Option<&str>,
 ) -> Option<String> {
     let mut out = String::new();
     for name in CREDENTIAL_HEADERS {
-        for (_, v) in headers.iter().filter(|(k, _)| k == name) {
+        headers.each_value(name, &mut |v| {
             let v = v.trim();
             if !v.is_empty() {
                 out.push_str(&format!("{name}:{}:{v}\n", v.len()));
             }
-        }
+            true
+        });
     }
     let mut params = vec!["key"];
     if let Some(q) = query_name.filter(|q| *q != "key") {
