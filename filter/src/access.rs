@@ -276,11 +276,8 @@ impl AccessState {
             ));
         }
         let source = self.model_source(config, ex);
-        let content_types = ex
-            .request_headers
-            .iter()
-            .filter(|(k, _)| k == "content-type")
-            .count();
+        let content_types =
+            llm_forward_core::headers::HeaderLookup::count(&ex.request_headers, "content-type");
         if source.is_some() && content_types > 1 {
             // Which one the upstream reads is its choice; the body read here could be another.
             return self.undetermined("the request has two content-type headers");

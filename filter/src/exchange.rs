@@ -1,7 +1,9 @@
 //! What one request has revealed so far. Features read and fill it in phase order:
 //! access (caller, model) → limits → cache → upstream → logs. Nothing here talks to the host.
 
+use crate::host::HeaderMap;
 use llm_forward_core::answer::{Answer, ApiKind};
+use llm_forward_core::headers::HeaderLookup;
 use std::net::IpAddr;
 use std::rc::Rc;
 
@@ -62,8 +64,9 @@ pub struct Exchange {
     pub method: String,
     /// `:path` as received, query included.
     pub path: String,
-    /// Request headers, read once in `on_http_request_headers` (names lower-case).
-    pub request_headers: Vec<(String, String)>,
+    /// Request headers, read once in `on_http_request_headers` (names lower-case), looked up by
+    /// name in Envoy's serialised map.
+    pub request_headers: HeaderMap,
     /// Downstream address as computed by Envoy (XFF trusted only per `xff_num_trusted_hops`).
     pub client_ip: Option<IpAddr>,
     pub caller: Option<Caller>,
@@ -100,9 +103,6 @@ pub struct Exchange {
 
 impl Exchange {
     pub fn request_header(&self, name: &str) -> Option<&str> {
-        self.request_headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.request_headers.first(name)
     }
 }

@@ -13,8 +13,10 @@ use std::time::Duration;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod fake;
+pub mod header_map;
 #[cfg(not(target_arch = "wasm32"))]
 use fake as sys;
+pub use header_map::HeaderMap;
 
 /// The real backend: the SDK's host calls plus two raw ABI calls the SDK wraps with panics.
 #[cfg(target_arch = "wasm32")]
@@ -136,18 +138,14 @@ pub fn log(level: LogLevel, message: &str) {
     let _ = sys::log(level, message);
 }
 
-/// All request headers, read in one host call.
-pub fn request_headers() -> Vec<(String, String)> {
-    header_pairs(MapType::HttpRequestHeaders)
-}
-
-/// Every pair of a header map (request, response, call response…); empty when unavailable.
-pub fn header_pairs(map: MapType) -> Vec<(String, String)> {
-    let (status, bytes) = sys::header_map_pairs(map);
+/// All request headers, read in one host call and kept serialised (looked up by name on demand);
+/// empty when unavailable.
+pub fn request_headers() -> HeaderMap {
+    let (status, bytes) = sys::header_map_pairs(MapType::HttpRequestHeaders);
     if status != 0 {
-        return Vec::new();
+        return HeaderMap::default();
     }
-    decode_header_pairs(&bytes)
+    HeaderMap::new(bytes)
 }
 
 /// One header of a map (first value); `None` when absent or unavailable in this phase.
@@ -165,55 +163,12 @@ fn text(bytes: &[u8]) -> String {
     }
 }
 
-/// The proxy-wasm map serialisation: `count`, then `count` × (key length, value length), all u32
-/// little-endian, then each key and value followed by a NUL. Truncated input gives the pairs that
-/// are complete.
-pub fn decode_header_pairs(bytes: &[u8]) -> Vec<(String, String)> {
-    let mut pairs = Vec::new();
-    for_each_raw_pair(bytes, |key, value| {
-        pairs.push((text(key), text(value)));
-        true
-    });
-    pairs
-}
-
-/// Calls `f` with each complete (key, value) of a serialised map until it returns false.
-fn for_each_raw_pair(bytes: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> bool) {
-    let word = |at: usize| -> Option<usize> {
-        let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
-        usize::try_from(u32::from_le_bytes(raw)).ok()
-    };
-    let Some(count) = word(0) else {
-        return;
-    };
-    let Some(mut p) = count.checked_mul(8).and_then(|n| n.checked_add(4)) else {
-        return;
-    };
-    for n in 0..count {
-        let s = 4 + n * 8;
-        let (Some(key_len), Some(value_len)) = (word(s), word(s + 4)) else {
-            break;
-        };
-        let Some(key) = p.checked_add(key_len).and_then(|end| bytes.get(p..end)) else {
-            break;
-        };
-        p += key_len + 1;
-        let Some(value) = p.checked_add(value_len).and_then(|end| bytes.get(p..end)) else {
-            break;
-        };
-        p += value_len + 1;
-        if !f(key, value) {
-            break;
-        }
-    }
-}
-
 /// The first value of each of `names` in a serialised map, decoding only those (a response map
 /// read for two headers need not become a `Vec` of owned pairs).
 pub fn find_in_pairs<const N: usize>(bytes: &[u8], names: [&str; N]) -> [Option<String>; N] {
     let mut found: [Option<String>; N] = std::array::from_fn(|_| None);
     let mut missing = N;
-    for_each_raw_pair(bytes, |key, value| {
+    header_map::for_each_raw_pair(bytes, |_, key, value| {
         for (name, slot) in names.iter().zip(found.iter_mut()) {
             if slot.is_none() && key == name.as_bytes() {
                 *slot = Some(text(value));
@@ -263,14 +218,6 @@ pub fn send_error(
             &format!("could not send local reply {status}"),
         );
     }
-}
-
-/// The value of a header in a header list read by [`request_headers`] (names are lower-case in Envoy).
-pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
 }
 
 /// A response body chunk read from Envoy at most once, by the first feature that needs its bytes;
@@ -411,7 +358,6 @@ pub fn grpc_call_accepted(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::decode_header_pairs;
 
     /// Every host call goes through this module (and its fake): no other file names the SDK's
     /// host calls, declares ABI imports, or uses the SDK's context helpers (which cross to Envoy
@@ -470,36 +416,9 @@ mod tests {
         );
     }
 
-    fn encode(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
-        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
-        for (k, v) in pairs {
-            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-        }
-        for (k, v) in pairs {
-            out.extend_from_slice(k);
-            out.push(0);
-            out.extend_from_slice(v);
-            out.push(0);
-        }
-        out
-    }
-
     #[test]
-    fn header_pairs_decode_lossily_and_never_panic() {
-        let bytes = encode(&[(b":path", b"/v1"), (b"x-latin1", b"caf\xe9")]);
-        assert_eq!(
-            decode_header_pairs(&bytes),
-            vec![
-                (":path".to_string(), "/v1".to_string()),
-                ("x-latin1".to_string(), "caf\u{fffd}".to_string())
-            ]
-        );
-        // Every truncation gives a prefix of the pairs, never a panic.
-        for cut in 0..bytes.len() {
-            assert!(decode_header_pairs(&bytes[..cut]).len() <= 2);
-        }
-        assert!(decode_header_pairs(&[0xff, 0xff, 0xff, 0xff]).is_empty());
+    fn named_values_are_found_without_decoding_the_rest() {
+        let encode = super::header_map::tests::encode;
         // The same values found by name, first occurrence, without decoding the rest.
         let bytes = encode(&[(b":status", b"200"), (b"x", b"1"), (b":status", b"500")]);
         assert_eq!(
@@ -509,6 +428,6 @@ mod tests {
         for cut in 0..bytes.len() {
             let _ = super::find_in_pairs(&bytes[..cut], [":status", "x"]);
         }
-        assert!(decode_header_pairs(&[]).is_empty());
+        assert_eq!(super::find_in_pairs(&[], [":status"]), [None]);
     }
 }

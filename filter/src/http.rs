@@ -11,6 +11,7 @@ use crate::exchange::{Exchange, LocalReply, Step};
 use crate::host;
 use crate::memory::Use;
 use crate::plugin::Plugin;
+use llm_forward_core::headers::HeaderLookup;
 use llm_forward_core::routing::match_route;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
@@ -227,7 +228,7 @@ impl HttpContext for RequestFilter {
         }
         // Read the whole map once: later phases may not be allowed to read request headers.
         let headers = host::request_headers();
-        let path = host::header(&headers, ":path").unwrap_or("/").to_string();
+        let path = headers.first(":path").unwrap_or("/").to_string();
         let Some(route) = match_route(&self.plugin.config.routes, &path) else {
             return Action::Continue;
         };
@@ -237,9 +238,7 @@ impl HttpContext for RequestFilter {
         }
         let mut ex = Exchange {
             route,
-            method: host::header(&headers, ":method")
-                .unwrap_or("GET")
-                .to_string(),
+            method: headers.first(":method").unwrap_or("GET").to_string(),
             path,
             request_headers: headers,
             // Only the chat record, limits and key rotation read the arrival time: no host call
@@ -281,7 +280,8 @@ impl HttpContext for RequestFilter {
         self.body_required = needs_body && self.plugin.access.needs_body(&self.plugin.config, &ex);
         let mut needs_body = needs_body;
         // A declared body that cannot fit the worker's memory budget is refused or not held.
-        let declared = host::header(&ex.request_headers, "content-length")
+        let declared = ex
+            .request_header("content-length")
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(0);
         let memory = &self.plugin.memory;

@@ -67,7 +67,7 @@ pub fn set_property_bytes(path: &str, value: &[u8]) {
     with(|s| s.properties.insert(path.to_string(), value.to_vec()));
 }
 
-/// Serialises a map the way the proxy-wasm ABI does (see `host::decode_header_pairs`).
+/// Serialises a map the way the proxy-wasm ABI does (see `host::header_map`).
 fn encode(pairs: &[(String, String)]) -> Vec<u8> {
     let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
     for (k, v) in pairs {
