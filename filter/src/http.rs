@@ -8,7 +8,7 @@
 
 use crate::chatlog::ChatLog;
 use crate::exchange::{Exchange, LocalReply, Step};
-use crate::host;
+use crate::host::{self, HeaderMap};
 use crate::memory::Use;
 use crate::plugin::Plugin;
 use llm_forward_core::headers::HeaderLookup;
@@ -218,17 +218,22 @@ impl HttpContext for RequestFilter {
             self.plugin.metrics.count_request(route);
             return Action::Continue;
         }
-        if idle.all() {
+        // Read the whole map once (later phases may not be allowed to read request headers),
+        // unless every route needs `:path` alone (usage metrics only, or idle).
+        // With `:path` alone, no feature reads the method or another header: they stay empty.
+        let (path, method, headers) = if idle.path_only() {
             let path = host::header_value(MapType::HttpRequestHeaders, ":path");
-            let path = path.as_deref().unwrap_or("/");
-            if let Some(route) = match_route(&self.plugin.config.routes, path) {
-                self.plugin.metrics.count_request(route);
-            }
-            return Action::Continue;
-        }
-        // Read the whole map once: later phases may not be allowed to read request headers.
-        let headers = host::request_headers();
-        let path = headers.first(":path").unwrap_or("/").to_string();
+            (
+                path.unwrap_or_else(|| "/".into()),
+                String::new(),
+                HeaderMap::default(),
+            )
+        } else {
+            let headers = host::request_headers();
+            let path = headers.first(":path").unwrap_or("/").to_string();
+            let method = headers.first(":method").unwrap_or("GET").to_string();
+            (path, method, headers)
+        };
         let Some(route) = match_route(&self.plugin.config.routes, &path) else {
             return Action::Continue;
         };
@@ -238,7 +243,7 @@ impl HttpContext for RequestFilter {
         }
         let mut ex = Exchange {
             route,
-            method: headers.first(":method").unwrap_or("GET").to_string(),
+            method,
             path,
             request_headers: headers,
             // Only the chat record, limits and key rotation read the arrival time: no host call

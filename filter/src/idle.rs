@@ -1,6 +1,10 @@
 //! Routes with nothing to do, decided once at configure time: a request on such a route costs
 //! only its route counter (`llm_forward.route.<route>.requests_total`), with no header, property or
 //! body read, and every phase continues at once, as in the no-op filter (bench/noop-filter).
+//!
+//! Routes whose only feature is usage metrics (`logging.metrics`, on by default, with nothing else
+//! configured: bench variant f0) need the request's `:path` only (the route and the OpenAI API it
+//! targets); their headers phase reads that one header instead of the whole map.
 
 use llm_forward_core::config::{FilterConfig, RouteKind};
 
@@ -8,8 +12,9 @@ use llm_forward_core::config::{FilterConfig, RouteKind};
 pub struct IdleRoutes {
     /// Per route (config order): no feature touches its requests.
     routes: Vec<bool>,
-    /// Every route is idle: the headers phase needs the route only, so it reads `:path` alone.
-    all: bool,
+    /// Every route is idle or counts usage metrics only: the headers phase needs the route and
+    /// the path, so it reads `:path` alone.
+    path_only: bool,
     /// The only route, when it is `/` and idle: every request is its request, no read at all.
     catch_all: Option<usize>,
 }
@@ -34,9 +39,12 @@ impl IdleRoutes {
             [only] if all && only.prefix == "/" => Some(0),
             _ => None,
         };
+        // Usage metrics alone read the path (the API), the answer and the caller's level, which
+        // open access sets to 0 without reading a header. The chat record reads the method.
+        let path_only = all || (global && !config.logging.chat);
         IdleRoutes {
             routes,
-            all,
+            path_only,
             catch_all,
         }
     }
@@ -45,8 +53,10 @@ impl IdleRoutes {
         self.routes.get(route).copied().unwrap_or(false)
     }
 
-    pub fn all(&self) -> bool {
-        self.all
+    /// The request side of every route needs `:path` and nothing else from the request headers
+    /// (every route is idle or counts usage metrics only).
+    pub fn path_only(&self) -> bool {
+        self.path_only
     }
 
     /// The route of every request, known without reading it (Envoy's `:path` starts with `/` for
@@ -72,29 +82,44 @@ mod tests {
         let idle = of(&format!(
             r#"{{"routes":[{{"prefix":"/","name":"root","type":"openai"}}],{quiet}}}"#
         ));
-        assert!(idle.route(0) && idle.all());
+        assert!(idle.route(0) && idle.path_only());
         assert_eq!(idle.catch_all(), Some(0));
-        // Usage metrics (on by default) act on openai routes, not on general ones.
+        // Usage metrics (on by default) act on openai routes, not on general ones; they need the
+        // path only.
         let idle = of(r#"{"routes":[{"prefix":"/","name":"root","type":"openai"},
             {"prefix":"/gen","name":"gen","type":"general"}]}"#);
-        assert!(!idle.route(0) && idle.route(1) && !idle.all());
+        assert!(!idle.route(0) && idle.route(1) && idle.path_only());
         assert_eq!(idle.catch_all(), None);
+        // The chat record needs more (method, body): the whole map is read.
+        let idle = of(r#"{"routes":[{"prefix":"/","name":"root","type":"openai"},
+            {"prefix":"/gen","name":"gen","type":"general"}],"logging":{"chat":true}}"#);
+        assert!(!idle.route(0) && idle.route(1) && !idle.path_only());
+        // Chat logs act on openai routes only: general routes alone stay idle.
+        let idle = of(
+            r#"{"routes":[{"prefix":"/gen","name":"gen","type":"general"}],
+            "logging":{"chat":true}}"#,
+        );
+        assert!(idle.route(0) && idle.path_only());
         // Two idle routes: the path must still be read to count the right one.
         let idle = of(&format!(
             r#"{{"routes":[{{"prefix":"/","name":"root","type":"general"}},
             {{"prefix":"/gen","name":"gen","type":"general"}}],{quiet}}}"#
         ));
-        assert!(idle.all());
+        assert!(idle.path_only());
         assert_eq!(idle.catch_all(), None);
         let limited = of(&format!(
             r#"{{"routes":[{{"prefix":"/","name":"root","type":"general"}}],{quiet},
             "limits":{{"requests":[{{"path":"/","limit":"1/minute","per":"ip"}}]}}}}"#
         ));
-        assert!(!limited.route(0) && limited.catch_all().is_none());
-        assert!(!of(
+        assert!(!limited.route(0) && limited.catch_all().is_none() && !limited.path_only());
+        let denied = of(
             r#"{"routes":[{"prefix":"/","name":"root","type":"general"}],
-            "access":{"ip_deny":["10.0.0.0/8"]}}"#
-        )
-        .route(0));
+            "access":{"ip_deny":["10.0.0.0/8"]}}"#,
+        );
+        assert!(!denied.route(0) && !denied.path_only());
+        // Metrics plus any other feature: the whole map.
+        let keyed = of(r#"{"routes":[{"prefix":"/","name":"root","type":"openai"}],
+            "access":{"forward_keys":[{"name":"a","key":"fk-a","level":0}]}}"#);
+        assert!(!keyed.route(0) && !keyed.path_only());
     }
 }

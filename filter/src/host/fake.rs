@@ -13,6 +13,9 @@ use std::time::{Duration, SystemTime};
 pub struct State {
     /// Every host call in order, by name (the ABI function it stands for).
     pub calls: Vec<&'static str>,
+    /// Every header-map read in order: `HttpRequestHeaders` for a whole map, `HttpRequestHeaders
+    /// :path` for one header (`MapType` as debug-printed, then the name).
+    pub header_reads: Vec<String>,
     pub now_ms: u64,
     /// Header maps by `MapType as u32`.
     pub maps: HashMap<u32, Vec<(String, String)>>,
@@ -45,6 +48,11 @@ pub fn reset() {
 /// The host calls made since the last [`take_calls`] (or reset), and forgets them.
 pub fn take_calls() -> Vec<&'static str> {
     with(|s| std::mem::take(&mut s.calls))
+}
+
+/// The header-map reads made since the last [`take_header_reads`] (or reset), and forgets them.
+pub fn take_header_reads() -> Vec<String> {
+    with(|s| std::mem::take(&mut s.header_reads))
 }
 
 fn record(name: &'static str) {
@@ -85,6 +93,7 @@ fn encode(pairs: &[(String, String)]) -> Vec<u8> {
 
 pub fn header_map_pairs(map: MapType) -> (u32, Vec<u8>) {
     record("get_header_map_pairs");
+    with(|s| s.header_reads.push(format!("{map:?}")));
     with(|s| match s.maps.get(&(map as u32)) {
         Some(pairs) => (0, encode(pairs)),
         None => (1, Vec::new()),
@@ -93,6 +102,7 @@ pub fn header_map_pairs(map: MapType) -> (u32, Vec<u8>) {
 
 pub fn header_map_value(map: MapType, name: &str) -> (u32, Vec<u8>) {
     record("get_header_map_value");
+    with(|s| s.header_reads.push(format!("{map:?} {name}")));
     with(|s| {
         s.maps
             .get(&(map as u32))
