@@ -4,6 +4,7 @@
 use crate::host::HeaderMap;
 use llm_forward_core::answer::{Answer, ApiKind};
 use llm_forward_core::headers::HeaderLookup;
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::rc::Rc;
 
@@ -61,7 +62,9 @@ pub enum Step {
 pub struct Exchange {
     /// Index of the matched route in the filter config.
     pub route: usize,
-    pub method: String,
+    /// `:method`; the standard methods are static strings, not copies. Empty when the request's
+    /// features need `:path` alone (`crate::idle::IdleRoutes::path_only`).
+    pub method: Cow<'static, str>,
     /// `:path` as received, query included.
     pub path: String,
     /// Request headers, read once in `on_http_request_headers` (names lower-case), looked up by
@@ -101,8 +104,32 @@ pub struct Exchange {
     pub first_byte_ms: Option<u64>,
 }
 
+/// A request method as [`Exchange::method`] holds it: the standard ones without an allocation.
+pub fn method(name: &str) -> Cow<'static, str> {
+    const KNOWN: [&str; 9] = [
+        "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    match KNOWN.iter().find(|m| **m == name) {
+        Some(m) => Cow::Borrowed(m),
+        None => Cow::Owned(name.to_string()),
+    }
+}
+
 impl Exchange {
     pub fn request_header(&self, name: &str) -> Option<&str> {
         self.request_headers.first(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    #[test]
+    fn standard_methods_are_static() {
+        assert!(matches!(super::method("POST"), Cow::Borrowed("POST")));
+        assert!(matches!(super::method("GET"), Cow::Borrowed("GET")));
+        assert!(matches!(super::method("PROPFIND"), Cow::Owned(m) if m == "PROPFIND"));
+        assert!(matches!(super::method("post"), Cow::Owned(_)));
     }
 }

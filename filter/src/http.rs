@@ -225,13 +225,13 @@ impl HttpContext for RequestFilter {
             let path = host::header_value(MapType::HttpRequestHeaders, ":path");
             (
                 path.unwrap_or_else(|| "/".into()),
-                String::new(),
+                "".into(),
                 HeaderMap::default(),
             )
         } else {
             let headers = host::request_headers();
             let path = headers.first(":path").unwrap_or("/").to_string();
-            let method = headers.first(":method").unwrap_or("GET").to_string();
+            let method = crate::exchange::method(headers.first(":method").unwrap_or("GET"));
             (path, method, headers)
         };
         let Some(route) = match_route(&self.plugin.config.routes, &path) else {
