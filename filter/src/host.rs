@@ -151,7 +151,12 @@ pub fn request_headers() -> HeaderMap {
 /// One header of a map (first value); `None` when absent or unavailable in this phase.
 pub fn header_value(map: MapType, name: &str) -> Option<String> {
     let (status, bytes) = sys::header_map_value(map, name);
-    (status == 0).then(|| text(&bytes))
+    (status == 0).then(|| into_text(bytes))
+}
+
+/// Like [`text`], keeping the host's buffer as the string when it is UTF-8 (no second copy).
+fn into_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Header bytes as text: valid UTF-8 (nearly always) is copied as is; otherwise invalid bytes
@@ -429,5 +434,7 @@ mod tests {
             let _ = super::find_in_pairs(&bytes[..cut], [":status", "x"]);
         }
         assert_eq!(super::find_in_pairs(&[], [":status"]), [None]);
+        assert_eq!(super::into_text(b"200".to_vec()), "200");
+        assert_eq!(super::into_text(b"caf\xe9".to_vec()), "caf\u{fffd}");
     }
 }
