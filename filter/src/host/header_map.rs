@@ -66,10 +66,7 @@ fn declared_count(bytes: &[u8]) -> usize {
 
 /// Calls `f` with the index, key and value of each complete pair of a serialised map until it
 /// returns false.
-pub fn for_each_raw_pair<'a>(
-    bytes: &'a [u8],
-    mut f: impl FnMut(usize, &'a [u8], &'a [u8]) -> bool,
-) {
+fn for_each_raw_pair<'a>(bytes: &'a [u8], mut f: impl FnMut(usize, &'a [u8], &'a [u8]) -> bool) {
     let Some(count) = word(bytes, 0) else {
         return;
     };
@@ -97,11 +94,11 @@ pub fn for_each_raw_pair<'a>(
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-pub(crate) mod tests {
+mod tests {
     use super::HeaderMap;
     use llm_forward_core::headers::HeaderLookup;
 
-    pub fn encode(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+    fn encode(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
         let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
         for (k, v) in pairs {
             out.extend_from_slice(&(k.len() as u32).to_le_bytes());
@@ -133,6 +130,9 @@ pub(crate) mod tests {
         assert_eq!(map.first("content-type"), Some("a"));
         assert_eq!(map.count("content-type"), 2);
         assert_eq!(map.first("missing"), None);
+        // The first of repeated names.
+        let map = HeaderMap::new(encode(&[(b":status", b"200"), (b":status", b"500")]));
+        assert_eq!(map.first(":status"), Some("200"));
         // Every truncation gives a prefix of the pairs, never a panic.
         for cut in 0..bytes.len() {
             let map = HeaderMap::new(bytes[..cut].to_vec());
