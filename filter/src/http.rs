@@ -284,15 +284,17 @@ impl HttpContext for RequestFilter {
         }
         self.body_required = needs_body && self.plugin.access.needs_body(&self.plugin.config, &ex);
         let mut needs_body = needs_body;
-        // A declared body that cannot fit the worker's memory budget is refused or not held.
-        let declared = ex
-            .request_header("content-length")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
+        // A declared body (`content-length`, looked up only for a body to be held) that cannot fit
+        // the worker's memory budget is refused or not held.
+        let declared = || {
+            ex.request_header("content-length")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         let memory = &self.plugin.memory;
         if needs_body
             && step == Step::Continue
-            && !memory.fits(self.context_id, Use::RequestBody, declared)
+            && !memory.fits(self.context_id, Use::RequestBody, declared())
         {
             memory.count_refusal();
             if self.body_required {
