@@ -219,8 +219,8 @@ impl HttpContext for RequestFilter {
             return Action::Continue;
         }
         // Read the whole map once (later phases may not be allowed to read request headers),
-        // unless every route needs `:path` alone (usage metrics only, or idle).
-        // With `:path` alone, no feature reads the method or another header: they stay empty.
+        // unless every route needs `:path` alone (usage metrics only, or idle): then no feature
+        // reads the method or another header, and they stay empty.
         let (path, method, headers) = if idle.path_only() {
             let path = host::header_value(MapType::HttpRequestHeaders, ":path");
             (
