@@ -20,7 +20,8 @@ PROBES = ["request_map", "request_header", "set_request_header", "add_response_h
           "property", "set_property", "shared_get", "shared_cas", "metric", "clock", "response_body"]
 
 
-def start(tmp, upstream, name, probe):
+def render(tmp, upstream, name, probe):
+    """The no-op filter's Envoy config with plugin configuration `probe` ("<probe> <n>"): (yaml, cfg)."""
     cfg = bench.base_config(upstream, bench.free_port(), bench.free_port(), 1, tmp)
     (tmp / f"{name}.json").write_text(bench.json.dumps(cfg))
     out = subprocess.run([str(bench.GATEWAY), "render", "-c", str(tmp / f"{name}.json"), "--wasm-path",
@@ -31,7 +32,12 @@ def start(tmp, upstream, name, probe):
     if count != 1:
         raise SystemExit("could not find the plugin configuration in the rendered config")
     (tmp / f"{name}.envoy.yaml").write_text(out)
-    proc = bench.Proc([bench.shutil.which("envoy"), "-c", str(tmp / f"{name}.envoy.yaml"), "--disable-hot-restart",
+    return tmp / f"{name}.envoy.yaml", cfg
+
+
+def start(tmp, upstream, name, probe):
+    yaml, cfg = render(tmp, upstream, name, probe)
+    proc = bench.Proc([bench.shutil.which("envoy"), "-c", str(yaml), "--disable-hot-restart",
                        "--concurrency", "1", "--log-level", "error"], tmp / f"{name}.envoy.log")
     bench.wait_http(f"http://127.0.0.1:{cfg['server']['admin_port']}/ready")
     return f"http://127.0.0.1:{cfg['server']['port']}/v1/chat/completions", proc
