@@ -430,3 +430,45 @@ fn a_response_chunk_is_read_once_for_every_feature() {
     assert_eq!(reads, 2, "request body + one response chunk: {:?}", o.calls);
     assert_budget("cache miss + token quota", &o, CACHE_MISS_TOKENS);
 }
+
+/// The README's "Cost per request" table states these budgets to users: it must say what the tests
+/// hold (a change to a budget above fails here until the README follows).
+#[test]
+fn readme_states_the_tested_budgets() {
+    let readme = include_str!("../../README.md");
+    let row = |label: &str| -> String {
+        readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| {label} |")))
+            .unwrap_or_else(|| panic!("README has no budget row `{label}`"))
+            .to_string()
+    };
+    let rows = [
+        (
+            "no feature on the route (`logging.metrics: false`)",
+            format!("{NOTHING_CONFIGURED} (its request counter)"),
+        ),
+        ("defaults: usage metrics", DEFAULTS.to_string()),
+        (
+            "forward key swapped for an upstream key",
+            KEYS_ONLY.to_string(),
+        ),
+        ("keys + IP list + request limit", KEYS_IP_LIMIT.to_string()),
+        (
+            "keys + IP list + request limit + chat log",
+            format!("{KEYS_IP_LIMIT_CHATLOG} (a stream of N chunks: {STREAM_FIXED} + N)"),
+        ),
+        ("cache hit answered by the worker", CACHE_HIT.to_string()),
+        (
+            "refused: 401 / 403 / 429",
+            format!("{REFUSED_401} / {REFUSED_403} / {REFUSED_429}"),
+        ),
+    ];
+    for (label, budget) in rows {
+        assert_eq!(
+            row(label),
+            format!("| {label} | {budget} |"),
+            "README's budget for `{label}`"
+        );
+    }
+}
