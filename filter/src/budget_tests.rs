@@ -22,7 +22,9 @@ const NOOP_FILTER: usize = 0;
 const NOTHING_CONFIGURED: usize = NOOP_FILTER + 1;
 /// The defaults with nothing configured (bench variant f0): per-route metrics and the OpenAI
 /// `caching` field are on by default.
-const DEFAULTS: usize = 7;
+/// `:path`, the route counter, the response body and the 3 usage counters: usage metrics alone read
+/// no response header (the body tells JSON from SSE; a non-2xx body has no usage).
+const DEFAULTS: usize = 6;
 /// A forward key swapped for an upstream key.
 const KEYS_ONLY: usize = 8;
 /// Keys + IP list + a request limit per key.
@@ -113,6 +115,8 @@ struct Request<'a> {
     /// Response chunks (one for a plain JSON answer).
     chunks: Vec<String>,
     content_type: &'a str,
+    /// The upstream's status.
+    status: &'a str,
 }
 
 impl Default for Request<'_> {
@@ -122,6 +126,7 @@ impl Default for Request<'_> {
             body: CHAT_BODY,
             chunks: vec![ANSWER.to_string()],
             content_type: "application/json",
+            status: "200",
         }
     }
 }
@@ -194,7 +199,7 @@ fn exchange(plugin: &Rc<Plugin>, context_id: u32, req: &Request) -> Outcome {
             vec![r#"{"error":{}}"#.to_string()]
         }
         None => {
-            let status_pairs = [(":status", "200"), ("content-type", req.content_type)];
+            let status_pairs = [(":status", req.status), ("content-type", req.content_type)];
             fake::set_map(MapType::HttpResponseHeaders, &status_pairs);
             req.chunks.clone()
         }
@@ -281,6 +286,102 @@ fn idle_routes_read_the_path_only() {
     let o = steady(config, &Request::default());
     assert_eq!(o.calls, ["get_header_map_value", "increment_metric"]);
     assert_eq!(o.request_reads(), ["HttpRequestHeaders :path"]);
+}
+
+/// Sum of the usage counters `llm_forward.usage.<route>.<model>.<level>.<what>_total`.
+fn usage_total(what: &str) -> i64 {
+    let suffix = format!(".{what}_total");
+    fake::with(|s| {
+        s.metrics
+            .iter()
+            .filter(|(n, _)| n.starts_with("llm_forward.usage.") && n.ends_with(&suffix))
+            .map(|(_, v)| *v)
+            .sum()
+    })
+}
+
+/// Usage metrics alone read no response header, yet count what reading them counted: the tokens
+/// of a JSON answer and of an event stream (told apart by the body, whatever the content type
+/// says), and the request without tokens for an upstream error.
+#[test]
+fn metrics_alone_count_usage_without_reading_response_headers() {
+    let cases = [
+        ("json", Request::default(), 3, 1),
+        (
+            "json after whitespace, mislabelled",
+            Request {
+                chunks: vec![format!("\n  {ANSWER}")],
+                content_type: "text/plain",
+                ..Request::default()
+            },
+            3,
+            1,
+        ),
+        ("stream", stream_request(4), 3, 2),
+        (
+            "stream split before its first byte",
+            Request {
+                chunks: std::iter::once("\n".to_string())
+                    .chain(stream_request(2).chunks)
+                    .collect(),
+                ..stream_request(2)
+            },
+            3,
+            2,
+        ),
+        (
+            "upstream error",
+            Request {
+                chunks: vec![r#"{"error":{"message":"slow down","type":"rate_limit"}}"#.into()],
+                status: "429",
+                ..Request::default()
+            },
+            0,
+            0,
+        ),
+        (
+            "upstream error page",
+            Request {
+                chunks: vec!["<html>bad gateway</html>".into()],
+                content_type: "text/html",
+                status: "502",
+                ..Request::default()
+            },
+            0,
+            0,
+        ),
+    ];
+    for (name, req, prompt, completion) in cases {
+        let (_root, plugin) = configure(base());
+        let o = exchange(&plugin, 2, &req);
+        assert!(
+            !o.header_reads
+                .iter()
+                .any(|r| r.starts_with("HttpResponseHeaders")),
+            "{name}: {:?}",
+            o.header_reads
+        );
+        assert_eq!(usage_total("requests"), 1, "{name}");
+        assert_eq!(usage_total("prompt_tokens"), prompt, "{name}");
+        assert_eq!(usage_total("completion_tokens"), completion, "{name}");
+    }
+}
+
+/// A feature that needs the status or the content type still reads the response map: the chat
+/// record (status, content type), limits (token charge), key cooldowns.
+#[test]
+fn features_beyond_metrics_read_the_response_headers() {
+    for (name, config) in [("chat log", chatlog(base())), ("keys", keys(base()))] {
+        let (_root, plugin) = configure(config);
+        let o = exchange(&plugin, 2, &Request::default());
+        assert!(
+            o.header_reads
+                .iter()
+                .any(|r| r.starts_with("HttpResponseHeaders")),
+            "{name}: {:?}",
+            o.header_reads
+        );
+    }
 }
 
 #[test]

@@ -45,6 +45,9 @@ enum Tap {
         cap: usize,
         overflow: bool,
     },
+    /// Usage metrics alone, response headers not read: the first bytes of the body tell a JSON
+    /// answer (`{`) from an event stream (see [`ChatLog::reads_without_response_headers`]).
+    Sniff,
     Done,
 }
 
@@ -150,6 +153,53 @@ impl ChatLog {
         }
     }
 
+    /// Usage metrics alone can do without the response headers: whether the answer is JSON or an
+    /// event stream shows in its first byte, and a non-2xx body (an error object, an HTML page)
+    /// carries no `usage`, so it counts the request and no tokens, as an unread one does. Reading
+    /// the response map costs Envoy ~18 k instructions, ~8 % of a plain-Envoy request
+    /// (docs/performance.md).
+    pub fn reads_without_response_headers(&self) -> bool {
+        !self.write
+    }
+
+    /// Response headers not read ([`Self::reads_without_response_headers`]): the body decides.
+    pub fn on_response_headers_unread(&mut self, ex: &Exchange) {
+        if ex.answer.is_none() {
+            self.tap = Tap::Sniff;
+        }
+    }
+
+    /// The reader for a body that starts with `first` (its first non-whitespace byte).
+    fn sniffed_tap(&self, first: u8) -> Tap {
+        if first == b'{' {
+            self.json_tap()
+        } else {
+            self.sse_tap()
+        }
+    }
+
+    fn sse_tap(&self) -> Tap {
+        // The parser buffers at most one line plus one pending event.
+        Tap::Sse(Box::new(SseTap {
+            parser: SseParser::new(self.max_answer.max(JSON_OVERHEAD)),
+            // Metrics alone need the model and usage: other events are counted, not parsed.
+            extractor: if self.write {
+                StreamExtractor::new(self.max_answer)
+            } else {
+                StreamExtractor::usage_only()
+            },
+            events: Vec::new(),
+        }))
+    }
+
+    fn json_tap(&self) -> Tap {
+        Tap::Json {
+            body: Vec::new(),
+            cap: self.max_answer.saturating_add(JSON_OVERHEAD),
+            overflow: false,
+        }
+    }
+
     /// Response headers: decide how the body is read. Only 2xx answers are parsed.
     pub fn on_response_headers(&mut self, ex: &mut Exchange) {
         // Only the record shows the time to first byte.
@@ -165,23 +215,9 @@ impl ChatLog {
                 .unwrap_or_default()
         });
         self.tap = if content_type.contains("text/event-stream") {
-            // The parser buffers at most one line plus one pending event.
-            Tap::Sse(Box::new(SseTap {
-                parser: SseParser::new(self.max_answer.max(JSON_OVERHEAD)),
-                // Metrics alone need the model and usage: other events are counted, not parsed.
-                extractor: if self.write {
-                    StreamExtractor::new(self.max_answer)
-                } else {
-                    StreamExtractor::usage_only()
-                },
-                events: Vec::new(),
-            }))
+            self.sse_tap()
         } else {
-            Tap::Json {
-                body: Vec::new(),
-                cap: self.max_answer.saturating_add(JSON_OVERHEAD),
-                overflow: false,
-            }
+            self.json_tap()
         };
     }
 
@@ -198,6 +234,12 @@ impl ChatLog {
         let (api, write) = (self.api, self.write);
         if chunk.size() > 0 {
             let chunk: &[u8] = chunk.bytes().ok().flatten().unwrap_or_default();
+            if matches!(self.tap, Tap::Sniff) {
+                // Leading whitespace means nothing to either format: wait for a byte that does.
+                if let Some(&first) = chunk.iter().find(|b| !b.is_ascii_whitespace()) {
+                    self.tap = self.sniffed_tap(first);
+                }
+            }
             match &mut self.tap {
                 Tap::Sse(sse) => {
                     let SseTap {
@@ -228,7 +270,7 @@ impl ChatLog {
                         body.extend_from_slice(chunk);
                     }
                 }
-                Tap::Off | Tap::Done => {}
+                Tap::Off | Tap::Sniff | Tap::Done => {}
             }
         }
         if end_of_stream {
@@ -257,7 +299,7 @@ impl ChatLog {
                     ex.answer = read_json(self.api, self.write, &body);
                 }
             }
-            Tap::Off | Tap::Done => {}
+            Tap::Off | Tap::Sniff | Tap::Done => {}
         }
     }
 

@@ -431,6 +431,22 @@ impl HttpContext for RequestFilter {
         if let Some(ex) = self.exchange.as_mut() {
             // Logs and limits also want `content-type`: then one read of the whole (small) map
             // costs fewer VM crossings than two single-value reads.
+            if !ex.local_reply
+                && ex.upstream_key.is_none()
+                && self.limits.is_none()
+                && self.cache.is_none()
+            {
+                if let Some(log) = self
+                    .chatlog
+                    .as_mut()
+                    .filter(|l| l.reads_without_response_headers())
+                {
+                    // Usage metrics alone: no feature needs the status or the content type (no
+                    // upstream key to cool down, no limit, no cache), and the body tells the rest.
+                    log.on_response_headers_unread(ex);
+                    return Action::Continue;
+                }
+            }
             let status = if ex.local_reply {
                 // Our own reply: status and content type were set when it was sent.
                 Some(ex.status)
