@@ -320,9 +320,9 @@ pub fn write(input: &RecordInput<'_>) -> Vec<u8> {
     json_str(w, &input.uid);
     w.extend_from_slice(b",\"route\":");
     json_str(w, input.route);
-    w.extend_from_slice(b",\"upstream\":\"route_");
-    json_str_contents(w, input.route);
-    w.extend_from_slice(b"\",\"api\":");
+    w.extend_from_slice(b",\"upstream\":");
+    json_value(w, &format_args!("route_{}", input.route));
+    w.extend_from_slice(b",\"api\":");
     match input.api {
         Some(ApiKind::Chat) => w.extend_from_slice(b"\"chat\""),
         Some(ApiKind::Completion) => w.extend_from_slice(b"\"completion\""),
@@ -482,8 +482,10 @@ fn json_answer<'a>(w: &mut Vec<u8>, a: &'a Answer, redacted: bool) {
     w.push(b'}');
 }
 
-fn json_value(w: &mut Vec<u8>, v: &Value) {
-    // Writing a `Value` into a `Vec` cannot fail (its keys are strings).
+/// `v` as serde_json writes it (strings escaped by serde_json itself, so the line stays what
+/// serializing a [`ChatRecord`] gives).
+fn json_value<T: Serialize + ?Sized>(w: &mut Vec<u8>, v: &T) {
+    // Writing into a `Vec` cannot fail, nor can strings, numbers or `Value`s (string keys).
     let _ = serde_json::to_writer(&mut *w, v);
 }
 
@@ -491,18 +493,8 @@ fn json_bool(w: &mut Vec<u8>, b: bool) {
     w.extend_from_slice(if b { b"true" } else { b"false" });
 }
 
-fn json_u64(w: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    w.extend_from_slice(digits.get(at..).unwrap_or_default());
+fn json_u64(w: &mut Vec<u8>, n: u64) {
+    w.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 fn json_opt_u64(w: &mut Vec<u8>, n: Option<u64>) {
@@ -520,39 +512,7 @@ fn json_opt_str(w: &mut Vec<u8>, s: Option<&str>) {
 }
 
 fn json_str(w: &mut Vec<u8>, s: &str) {
-    w.push(b'"');
-    json_str_contents(w, s);
-    w.push(b'"');
-}
-
-/// A string's JSON escaping as serde_json writes it: `"`, `\\` and control characters only.
-fn json_str_contents(w: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0x00..=0x1f => b"",
-            _ => continue,
-        };
-        w.extend_from_slice(bytes.get(start..i).unwrap_or_default());
-        if escape.is_empty() {
-            w.extend_from_slice(b"\\u00");
-            w.push(HEX[usize::from(b >> 4)]);
-            w.push(HEX[usize::from(b & 0xf)]);
-        } else {
-            w.extend_from_slice(escape);
-        }
-        start = i + 1;
-    }
-    w.extend_from_slice(bytes.get(start..).unwrap_or_default());
+    json_value(w, s);
 }
 
 #[cfg(test)]

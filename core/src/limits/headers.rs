@@ -53,23 +53,8 @@ pub fn push_reset(out: &mut String, ms: u64) {
 
 /// `n` in decimal, appended to `out`: what `n.to_string()` gives, without the formatting
 /// machinery (header values are written on every limited request).
-pub fn push_decimal(out: &mut String, mut n: u64) {
-    let mut buf = [b'0'; 20];
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        if let Some(b) = buf.get_mut(at) {
-            *b = b'0' + (n % 10) as u8;
-        }
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // ASCII digits only: always UTF-8.
-    if let Ok(digits) = std::str::from_utf8(buf.get(at..).unwrap_or(&[])) {
-        out.push_str(digits);
-    }
+pub fn push_decimal(out: &mut String, n: u64) {
+    out.push_str(itoa::Buffer::new().format(n));
 }
 
 /// `n` in decimal (see [`push_decimal`]).
