@@ -429,24 +429,19 @@ impl HttpContext for RequestFilter {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         if let Some(ex) = self.exchange.as_mut() {
+            if !needs_response_headers(
+                ex,
+                self.chatlog.as_ref(),
+                self.limits.is_some(),
+                self.cache.is_some(),
+            ) {
+                if let Some(log) = self.chatlog.as_mut() {
+                    log.on_response_headers_unread(ex);
+                }
+                return Action::Continue;
+            }
             // Logs and limits also want `content-type`: then one read of the whole (small) map
             // costs fewer VM crossings than two single-value reads.
-            if !ex.local_reply
-                && ex.upstream_key.is_none()
-                && self.limits.is_none()
-                && self.cache.is_none()
-            {
-                if let Some(log) = self
-                    .chatlog
-                    .as_mut()
-                    .filter(|l| l.reads_without_response_headers())
-                {
-                    // Usage metrics alone: no feature needs the status or the content type (no
-                    // upstream key to cool down, no limit, no cache), and the body tells the rest.
-                    log.on_response_headers_unread(ex);
-                    return Action::Continue;
-                }
-            }
             let status = if ex.local_reply {
                 // Our own reply: status and content type were set when it was sent.
                 Some(ex.status)
@@ -504,6 +499,22 @@ impl HttpContext for RequestFilter {
             limits.on_log(&self.plugin, ex);
         }
     }
+}
+
+/// Whether a feature needs the response's status or content type. Usage metrics alone do not (the
+/// body tells JSON from SSE, `ChatLog::reads_without_response_headers`); an upstream key (cooled
+/// down on a failure), a limit or the cache do, and so does a local reply's own bookkeeping.
+fn needs_response_headers(
+    ex: &Exchange,
+    chatlog: Option<&ChatLog>,
+    limits: bool,
+    cache: bool,
+) -> bool {
+    ex.local_reply
+        || ex.upstream_key.is_some()
+        || limits
+        || cache
+        || chatlog.is_some_and(|l| !l.reads_without_response_headers())
 }
 
 /// 413 for a body the worker cannot hold now (`crate::memory`).
